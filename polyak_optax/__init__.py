@@ -1,0 +1,40 @@
+"""polyak_optax: Polyak-step Nesterov, layer-wise scaling, cyclical schedules and the LR range test.
+
+Every public name is re-exported here from a private module under ``polyak_optax._src``.
+"""
+
+from polyak_optax._src.adaptive_nesterov import (
+    AdaptiveNesterovState,
+    adaptive_nesterov,
+    scale_by_adaptive_nesterov,
+)
+from polyak_optax._src.layerwise import (
+    layerwise,
+    scale_by_layerwise_log_norm,
+)
+from polyak_optax._src.lr_range_test import (
+    LRRangeTestResult,
+    lr_range_test,
+    plot_lr_range_test,
+)
+from polyak_optax._src.schedules import (
+    cyclic_schedule,
+    onecycle_momentum_schedule,
+    onecycle_schedule,
+)
+
+__version__ = "0.1.0"
+
+__all__ = (
+    "AdaptiveNesterovState",
+    "LRRangeTestResult",
+    "adaptive_nesterov",
+    "cyclic_schedule",
+    "layerwise",
+    "lr_range_test",
+    "onecycle_momentum_schedule",
+    "onecycle_schedule",
+    "plot_lr_range_test",
+    "scale_by_adaptive_nesterov",
+    "scale_by_layerwise_log_norm",
+)
