@@ -1,0 +1,27 @@
+"""Flax Linen models of the documents: reduced AlexNet, VGG16, ResNet-34, LeNet, cifar10-quick.
+
+``models.create(name, num_classes)`` builds one by name;
+``models.param_count(name, input_shape, num_classes)`` counts its parameters.
+"""
+
+from models.alexnet import AlexNet
+from models.caffe import CifarQuick, LeNet5
+from models.registry import MODEL_NAMES, create, has_batch_norm, param_count
+from models.resnet import BasicBlock, ResNet
+from models.tiny import Tiny
+from models.vgg import VGG, VGG16_LAYERS
+
+__all__ = [
+    "MODEL_NAMES",
+    "VGG",
+    "VGG16_LAYERS",
+    "AlexNet",
+    "BasicBlock",
+    "CifarQuick",
+    "LeNet5",
+    "ResNet",
+    "Tiny",
+    "create",
+    "has_batch_norm",
+    "param_count",
+]

@@ -1,0 +1,220 @@
+"""Tests of models/: parameter counts, output shapes, batch norm, pooling, validation."""
+
+import functools
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import models
+from models.layers import avg_pool, ceil_padding, max_pool
+
+# Compile time dominates here; the forward passes below are on tiny batches.
+jax.config.update("jax_disable_most_optimizations", True)
+
+
+def _conv(k: int, cin: int, cout: int, bias: bool = True) -> int:
+    return k * k * cin * cout + (cout if bias else 0)
+
+
+def _dense(nin: int, nout: int) -> int:
+    return nin * nout + nout
+
+
+def _bn(c: int) -> int:
+    return 2 * c  # scale and offset; running statistics are not parameters
+
+
+def _expected_count(name: str, h: int, c: int, k: int) -> int:
+    """Parameter counts derived layer by layer from the architectures' definitions."""
+    if name == "lenet5":
+        s = h - 4  # conv 5x5 valid
+        s = -(-s // 2)  # ceil-mode pool
+        s = -(-(s - 4) // 2)
+        return _conv(5, c, 20) + _conv(5, 20, 50) + _dense(s * s * 50, 500) + _dense(500, k)
+    if name == "cifar_quick":
+        s = h
+        for _ in range(3):
+            s = -(-max(s - 3, 0) // 2) + 1  # 3x3/2 ceil-mode pools
+        convs = _conv(5, c, 32) + _conv(5, 32, 32) + _conv(5, 32, 64)
+        return convs + _dense(s * s * 64, 64) + _dense(64, k)
+    if name == "alexnet":
+        chans = [c, 64, 192, 384, 256, 256]
+        convs = sum(
+            _conv(kk, a, b) for kk, a, b in zip([11, 5, 3, 3, 3], chans, chans[1:], strict=False)
+        )
+        s = h
+        for _ in range(5):
+            s = -(-s // 2)
+        return convs + _dense(s * s * 256, 256) + _dense(256, k)
+    if name == "vgg16":
+        chans = [c, 64, 64, 128, 128, 256, 256, 256, 512, 512, 512, 512, 512, 512]
+        convs = sum(_conv(3, a, b) + _bn(b) for a, b in itertools.pairwise(chans))
+        s = h
+        for _ in range(5):
+            s = -(-s // 2)
+        return convs + _dense(s * s * 512, k)
+    if name == "resnet34":
+        total = _conv(3, c, 64, bias=False) + _bn(64)
+        cin = 64
+        for stage, blocks in enumerate([3, 4, 6, 3]):
+            cout = 64 * 2**stage
+            for b in range(blocks):
+                total += _conv(3, cin, cout, False) + _bn(cout) + _conv(3, cout, cout, False)
+                total += _bn(cout)
+                if b == 0 and stage > 0:
+                    total += _conv(1, cin, cout, False) + _bn(cout)
+                cin = cout
+        return total + _dense(512, k)
+    raise AssertionError(name)
+
+
+def _abstract_init(name: str, shape: tuple[int, ...], num_classes: int = 10):
+    model = models.create(name, num_classes)
+    init = functools.partial(model.init_with_output, train=False)
+    return jax.eval_shape(init, jax.random.key(0), jax.ShapeDtypeStruct(shape, jnp.float32))
+
+
+def test_model_names_are_the_documented_ones():
+    assert models.MODEL_NAMES == ("lenet5", "cifar_quick", "alexnet", "vgg16", "resnet34")
+
+
+@pytest.mark.parametrize("name", models.MODEL_NAMES)
+@pytest.mark.parametrize(("shape", "num_classes"), [((32, 32, 3), 10), ((28, 28, 1), 10)])
+def test_param_count_matches_architecture(name, shape, num_classes):
+    got = models.param_count(name, shape, num_classes)
+    assert got == _expected_count(name, shape[0], shape[2], num_classes)
+
+
+def test_param_counts_agree_with_documents():
+    # Thesis section 2.3.2: 2.5M (AlexNet), 14.7M (VGG16), 21.2M (ResNet34), rounded.
+    assert round(models.param_count("alexnet") / 1e6, 1) == 2.5
+    assert round(models.param_count("vgg16") / 1e6, 1) == 14.7
+    assert 21.2e6 <= models.param_count("resnet34") < 21.3e6
+    # Caffe's reference networks: LeNet on MNIST and cifar10_quick on CIFAR-10.
+    assert models.param_count("lenet5", (28, 28, 1)) == 431_080
+    assert models.param_count("cifar_quick", (32, 32, 3)) == 145_578
+
+
+def test_param_count_depends_on_num_classes():
+    assert models.param_count("resnet34", num_classes=100) - models.param_count("resnet34") == (
+        90 * 512 + 90
+    )
+
+
+@pytest.mark.parametrize("name", [*models.MODEL_NAMES, "tiny"])
+@pytest.mark.parametrize("shape", [(3, 28, 28, 1), (3, 32, 32, 3), (2, 17, 23, 2)])
+def test_output_shape_and_collections(name, shape):
+    logits, variables = _abstract_init(name, shape, num_classes=7)
+    assert logits.shape == (shape[0], 7)
+    assert logits.dtype == jnp.float32
+    expected = {"params", "batch_stats"} if models.has_batch_norm(name) else {"params"}
+    assert set(variables) == expected
+
+
+@pytest.mark.parametrize("name", [*models.MODEL_NAMES, "tiny"])
+def test_forward_pass_is_finite_and_input_dependent(name):
+    model = models.create(name, 10)
+    x = jax.random.uniform(jax.random.key(1), (2, 32, 32, 3))
+    variables = jax.jit(functools.partial(model.init, train=False))(jax.random.key(0), x)
+
+    @jax.jit
+    def forward(variables, x):
+        train_out, updates = model.apply(variables, x, train=True, mutable=["batch_stats"])
+        eval_out = model.apply(variables, x, train=False)
+        return train_out, eval_out, updates
+
+    train_out, eval_out, updates = forward(variables, x)
+    assert train_out.shape == eval_out.shape == (2, 10)
+    assert np.all(np.isfinite(train_out)) and np.all(np.isfinite(eval_out))
+    assert not np.allclose(eval_out[0], eval_out[1])  # the two inputs differ
+    if models.has_batch_norm(name):
+        assert set(updates) == {"batch_stats"}
+    else:
+        assert not updates
+        np.testing.assert_array_equal(train_out, eval_out)  # no train-only layers
+
+
+def test_batch_norm_updates_running_statistics_in_training():
+    model = models.create("tiny", 4)
+    x = jax.random.normal(jax.random.key(0), (6, 8, 8, 3)) * 2.0 + 1.0
+    variables = model.init(jax.random.key(1), x, train=False)
+    _, updates = model.apply(variables, x, train=True, mutable=["batch_stats"])
+    kernel = variables["params"]["Conv_0"]["kernel"]
+    conv = jax.lax.conv_general_dilated(
+        x, kernel, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+    )
+    conv = np.asarray(conv, np.float64)
+    stats = updates["batch_stats"]["BatchNorm_0"]
+    # PyTorch-equivalent momentum 0.1 from the initial mean 0 and variance 1.
+    np.testing.assert_allclose(stats["mean"], 0.1 * conv.mean(axis=(0, 1, 2)), rtol=1e-4)
+    np.testing.assert_allclose(stats["var"], 0.9 + 0.1 * conv.var(axis=(0, 1, 2)), rtol=1e-4)
+
+
+def test_batch_norm_train_uses_batch_eval_uses_running_statistics():
+    model = models.create("tiny", 4)
+    x = jax.random.normal(jax.random.key(0), (4, 8, 8, 3))
+    other = x.at[1:].set(jax.random.normal(jax.random.key(2), (3, 8, 8, 3)) * 5.0)
+    variables = model.init(jax.random.key(1), x, train=False)
+    # Training: example 0's logits depend on the rest of the batch.
+    train_a, _ = model.apply(variables, x, train=True, mutable=["batch_stats"])
+    train_b, _ = model.apply(variables, other, train=True, mutable=["batch_stats"])
+    assert not np.allclose(train_a[0], train_b[0], atol=1e-5)
+    # Evaluation: they do not, and changing the running statistics changes them.
+    eval_a = model.apply(variables, x, train=False)
+    eval_b = model.apply(variables, other, train=False)
+    np.testing.assert_allclose(eval_a[0], eval_b[0], rtol=1e-6, atol=1e-6)
+    shifted = jax.tree.map(lambda s: s + 3.0, variables["batch_stats"])
+    eval_c = model.apply({**variables, "batch_stats": shifted}, x, train=False)
+    assert not np.allclose(eval_a, eval_c, atol=1e-4)
+
+
+def test_initializers_follow_caffe_fillers():
+    model = models.create("cifar_quick", 10)
+    params = model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)), train=False)["params"]
+    assert np.std(params["conv1"]["kernel"]) == pytest.approx(1e-4, rel=0.1)
+    assert np.std(params["conv2"]["kernel"]) == pytest.approx(0.01, rel=0.1)
+    assert np.std(params["ip1"]["kernel"]) == pytest.approx(0.1, rel=0.1)
+    assert not np.any(params["ip1"]["bias"])
+
+
+@pytest.mark.parametrize("size", range(1, 40))
+@pytest.mark.parametrize(("window", "stride"), [(2, 2), (3, 2), (3, 1)])
+def test_ceil_padding_gives_caffe_output_size(size, window, stride):
+    before, after = ceil_padding(size, window, stride)
+    out = (size + before + after - window) // stride + 1
+    caffe = int(np.ceil(max(size - window, 0) / stride)) + 1
+    assert before == 0 and out == caffe
+    assert (out - 1) * stride < size  # the last window starts inside the image
+
+
+def test_ceil_mode_pooling_against_numpy():
+    x = np.arange(2 * 7 * 5 * 3, dtype=np.float32).reshape(2, 7, 5, 3) % 11
+    got_max = np.asarray(max_pool(jnp.asarray(x), 2, 2))
+    got_avg = np.asarray(avg_pool(jnp.asarray(x), 3, 2))
+    assert got_max.shape == (2, 4, 3, 3) and got_avg.shape == (2, 3, 2, 3)
+    for i in range(4):
+        for j in range(3):
+            window = x[:, 2 * i : 2 * i + 2, 2 * j : 2 * j + 2]  # numpy clips the border
+            np.testing.assert_array_equal(got_max[:, i, j], window.max(axis=(1, 2)))
+    for i in range(3):
+        for j in range(2):
+            window = x[:, 2 * i : 2 * i + 3, 2 * j : 2 * j + 3]
+            np.testing.assert_allclose(got_avg[:, i, j], window.mean(axis=(1, 2)), rtol=1e-6)
+
+
+def test_bad_arguments_raise_value_error_naming_them():
+    with pytest.raises(ValueError, match="name"):
+        models.create("alexnet2", 10)
+    with pytest.raises(ValueError, match="num_classes"):
+        models.create("alexnet", 0)
+    with pytest.raises(ValueError, match="num_classes"):
+        models.create("alexnet", 10.0)
+    with pytest.raises(ValueError, match="input_shape"):
+        models.param_count("alexnet", (32, 32))
+    with pytest.raises(ValueError, match="name"):
+        models.has_batch_norm("resnet")
+    with pytest.raises(ValueError, match="size"):
+        ceil_padding(0, 2, 2)

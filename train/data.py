@@ -1,0 +1,318 @@
+"""Data sets as uint8 NumPy arrays, from offline files, Debian's package, TFDS or random.
+
+``load_dataset`` returns a :class:`Dataset` of uint8 NHWC images and int32
+labels, ready to be put on the device once; normalization and augmentation run
+later on the device (:mod:`train.augment`). Sources are tried in this order:
+
+1. ``data_dir``, when given: IDX files (MNIST, Fashion-MNIST; gzipped or not,
+   in ``data_dir`` or ``data_dir/<name>``) or CIFAR-10's ``cifar-10-batches-py``
+   (in or as ``data_dir``); failing that, ``data_dir`` as a TFDS data dir.
+2. Fashion-MNIST only, with no ``data_dir``: ``/usr/share/datasets/fashion-mnist``,
+   where Debian's ``dataset-fashion-mnist`` package installs the IDX files.
+3. TFDS (``tfds.data_source``) in its default data dir, downloading if allowed.
+
+If none has the data, :class:`DatasetNotFoundError` says, in one line, how to
+get it. A file that exists but is corrupt raises :class:`DataFormatError`
+naming it, rather than falling through to the next source.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+from train import cifar, idx
+from train.data_errors import DataFormatError, DatasetNotFoundError
+from train.tfds_source import TfdsUnavailable, load_tfds
+
+__all__ = [
+    "DATASET_NAMES",
+    "DEBIAN_FASHION_MNIST_DIR",
+    "DataFormatError",
+    "Dataset",
+    "DatasetNotFoundError",
+    "channel_stats",
+    "load_dataset",
+    "select_subset",
+    "synthetic_dataset",
+]
+
+DATASET_NAMES: tuple[str, ...] = ("fashion_mnist", "mnist", "cifar10", "synthetic")
+DEBIAN_FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+_NUM_CLASSES = {"fashion_mnist": 10, "mnist": 10, "cifar10": 10, "synthetic": 10}
+
+
+class Dataset(NamedTuple):
+    """A loaded image-classification data set (host NumPy arrays).
+
+    Attributes:
+      train_images: uint8 ``[N, H, W, C]``.
+      train_labels: int32 ``[N]`` in ``[0, num_classes)``.
+      test_images: uint8 ``[M, H, W, C]``.
+      test_labels: int32 ``[M]``.
+      num_classes: number of classes.
+      name: the data set's name (one of :data:`DATASET_NAMES`).
+      mean: float32 ``[C]`` channel means of the training images on the [0, 1] scale.
+      std: float32 ``[C]`` channel standard deviations of the same.
+      source: where the data came from, for logs.
+    """
+
+    train_images: np.ndarray
+    train_labels: np.ndarray
+    test_images: np.ndarray
+    test_labels: np.ndarray
+    num_classes: int
+    name: str
+    mean: np.ndarray
+    std: np.ndarray
+    source: str = ""
+
+
+def channel_stats(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Exact per-channel mean and standard deviation of uint8 images on the [0, 1] scale.
+
+    Computed from a 256-bin histogram per channel, so CIFAR-10's 150M values
+    need no float copy.
+
+    Args:
+      images: uint8 ``[N, H, W, C]``.
+
+    Returns:
+      ``(mean, std)``, float32 ``[C]`` each (population standard deviation; a
+      constant channel gets std 1 so that normalizing by it stays finite).
+
+    Example:
+      >>> import numpy as np
+      >>> x = np.array([0, 255, 0, 255], np.uint8).reshape(4, 1, 1, 1)
+      >>> [a.tolist() for a in channel_stats(x)]
+      [[0.5], [0.5]]
+    """
+    if images.dtype != np.uint8 or images.ndim != 4 or images.size == 0:
+        raise ValueError(
+            f"images must be non-empty uint8 [N, H, W, C], got {images.dtype} {images.shape}"
+        )
+    values = np.arange(256, dtype=np.float64) / 255.0
+    means, stds = [], []
+    for c in range(images.shape[-1]):
+        counts = np.bincount(images[..., c].ravel(), minlength=256).astype(np.float64)
+        p = counts / counts.sum()
+        mean = p @ values
+        means.append(mean)
+        std = np.sqrt(max(p @ (values - mean) ** 2, 0.0))
+        stds.append(std if std > 0 else 1.0)
+    return np.asarray(means, np.float32), np.asarray(stds, np.float32)
+
+
+def select_subset(labels: np.ndarray, size: int, seed: int = 0) -> np.ndarray:
+    """Indices of a seeded, class-balanced random subset of ``size`` examples.
+
+    Classes are visited round-robin in a random order, each contributing its
+    next randomly chosen example, so class counts differ by at most one while
+    every class has examples left (a rare class runs out first and the others
+    fill in). The indices come back sorted.
+
+    Args:
+      labels: int ``[N]``.
+      size: how many to keep, ``1 <= size <= N``.
+      seed: NumPy seed of the choice.
+
+    Returns:
+      int64 ``[size]`` sorted indices into ``labels``.
+
+    Raises:
+      ValueError: if ``size`` is out of range.
+
+    Example:
+      >>> import numpy as np
+      >>> labels = np.array([0] * 90 + [1] * 10)
+      >>> np.bincount(labels[select_subset(labels, 10, seed=0)]).tolist()
+      [5, 5]
+    """
+    n = len(labels)
+    if isinstance(size, bool) or not isinstance(size, int | np.integer) or not 1 <= size <= n:
+        raise ValueError(f"train_subset must be an int in [1, {n}], got {size!r}")
+    rng = np.random.default_rng(seed)
+    perm = rng.permutation(n)
+    shuffled = np.asarray(labels)[perm]
+    # Rank of each shuffled example within its class (0 for the first seen, ...).
+    order = np.argsort(shuffled, kind="stable")
+    starts = np.searchsorted(shuffled[order], shuffled[order], side="left")
+    rank = np.empty(n, np.int64)
+    rank[order] = np.arange(n) - starts
+    # Break ties between classes of equal rank by a random class order.
+    class_priority = rng.permutation(int(shuffled.max()) + 1)[shuffled]
+    chosen = np.lexsort((class_priority, rank))[:size]
+    return np.sort(perm[chosen])
+
+
+def synthetic_dataset(
+    shape: tuple[int, int, int] = (32, 32, 3),
+    size: tuple[int, int] = (50000, 10000),
+    num_classes: int = 10,
+    seed: int = 0,
+) -> tuple[np.ndarray, ...]:
+    """Uniform random uint8 images and labels, for throughput work.
+
+    Returns:
+      ``(train_images, train_labels, test_images, test_labels)``.
+
+    Example:
+      >>> x, y, x_test, y_test = synthetic_dataset((8, 8, 1), (5, 2))
+      >>> x.shape, x.dtype, y.dtype, x_test.shape
+      ((5, 8, 8, 1), dtype('uint8'), dtype('int32'), (2, 8, 8, 1))
+    """
+    shape, size = tuple(shape), tuple(size)
+    if len(shape) != 3 or not all(isinstance(d, int) and d >= 1 for d in shape):
+        raise ValueError(f"synthetic_shape must be 3 ints >= 1 (H, W, C), got {shape!r}")
+    if len(size) != 2 or not all(isinstance(d, int) and d >= 1 for d in size):
+        raise ValueError(f"synthetic_size must be 2 ints >= 1 (train, test), got {size!r}")
+    rng = np.random.default_rng(seed)
+    arrays = []
+    for n in size:
+        arrays.append(rng.integers(0, 256, (n, *shape), dtype=np.uint8))
+        arrays.append(rng.integers(0, num_classes, n, dtype=np.int32))
+    return tuple(arrays)
+
+
+def _load_idx_dir(directory: Path, num_classes: int) -> tuple[np.ndarray, ...] | None:
+    train, test = idx.find_idx_files(directory, "train"), idx.find_idx_files(directory, "t10k")
+    if train is None or test is None:
+        return None
+    return (*idx.load_idx_split(*train, num_classes), *idx.load_idx_split(*test, num_classes))
+
+
+def _not_found(name: str, tried: list[str]) -> DatasetNotFoundError:
+    if name == "cifar10":
+        files = (
+            "cifar-10-batches-py/ (unpack https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz)"
+        )
+    else:
+        files = (
+            "train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, "
+            "t10k-labels-idx1-ubyte (optionally .gz)"
+        )
+    ways = [
+        f'prepare it with TFDS where there is network access (python -c "import '
+        f"tensorflow_datasets as tfds; tfds.data_source('{name}', "
+        f"builder_kwargs={{'file_format': 'array_record'}})\") and pass that TFDS data dir "
+        f"as --data-dir if it is not ~/tensorflow_datasets",
+    ]
+    if name == "fashion_mnist":
+        ways.append(
+            "install Debian's package (sudo apt-get install dataset-fashion-mnist), "
+            f"which puts the IDX files in {DEBIAN_FASHION_MNIST_DIR}"
+        )
+    ways.append(f"pass --data-dir DIR holding {files}")
+    return DatasetNotFoundError(
+        f"data set {name!r} not found; to get it: "
+        + "; or ".join(f"({i}) {w}" for i, w in enumerate(ways, 1))
+        + ". Tried: "
+        + "; ".join(tried)
+    )
+
+
+def _load_raw(
+    name: str, data_dir: str | os.PathLike | None, download: bool
+) -> tuple[tuple[np.ndarray, ...], str]:
+    num_classes = _NUM_CLASSES[name]
+    tried: list[str] = []
+    if data_dir is not None:
+        directory = Path(data_dir).expanduser()
+        if not directory.is_dir():
+            raise _not_found(name, [f"--data-dir {directory} is not a directory"])
+        if name == "cifar10":
+            found = cifar.find_cifar_dir(directory)
+            if found is not None:
+                return cifar.load_cifar10(found), f"cifar-10-batches-py in {found}"
+            tried.append(f"no cifar-10-batches-py in {directory}")
+        else:
+            for candidate in (directory, directory / name):
+                arrays = _load_idx_dir(candidate, num_classes)
+                if arrays is not None:
+                    return arrays, f"IDX files in {candidate}"
+            tried.append(f"no IDX files in {directory} or {directory / name}")
+    elif name == "fashion_mnist":
+        arrays = _load_idx_dir(DEBIAN_FASHION_MNIST_DIR, num_classes)
+        if arrays is not None:
+            return arrays, f"IDX files in {DEBIAN_FASHION_MNIST_DIR}"
+        tried.append(f"no IDX files in {DEBIAN_FASHION_MNIST_DIR}")
+    try:
+        arrays, tfds_classes = load_tfds(name, data_dir, download=download)
+    except TfdsUnavailable as e:
+        where = "default data dir" if data_dir is None else f"data dir {data_dir}"
+        tried.append(f"TFDS ({where}, download={download}): {e}")
+        raise _not_found(name, tried) from None
+    if tfds_classes != num_classes:
+        raise DataFormatError(f"TFDS {name}: {tfds_classes} classes, expected {num_classes}")
+    return arrays, "TFDS" if data_dir is None else f"TFDS data dir {data_dir}"
+
+
+def load_dataset(
+    name: str,
+    data_dir: str | os.PathLike | None = None,
+    *,
+    train_subset: int | None = None,
+    seed: int = 0,
+    synthetic_shape: tuple[int, int, int] = (32, 32, 3),
+    synthetic_size: tuple[int, int] = (50000, 10000),
+    download: bool = True,
+) -> Dataset:
+    """Loads a data set by name from the first source that has it (see the module docstring).
+
+    Args:
+      name: ``fashion_mnist``, ``mnist``, ``cifar10`` or ``synthetic``.
+      data_dir: a directory with the raw files or a TFDS data dir (``--data-dir``).
+      train_subset: keep only this many training examples, chosen by
+        :func:`select_subset` (seeded, class-balanced); ``None`` keeps all.
+      seed: seed of the subset choice and of the synthetic data.
+      synthetic_shape: ``(H, W, C)`` of synthetic images.
+      synthetic_size: ``(train, test)`` sizes of the synthetic set.
+      download: allow TFDS to download (it needs network access).
+
+    Returns:
+      The :class:`Dataset`; ``mean``/``std`` are computed on the (subset of
+      the) training images.
+
+    Raises:
+      ValueError: for a bad ``name``, ``train_subset`` or synthetic argument.
+      DatasetNotFoundError: if no source has the data set.
+      DataFormatError: if a file is corrupt or truncated (the message names it).
+
+    Example:
+      >>> ds = load_dataset("synthetic", synthetic_shape=(8, 8, 3), synthetic_size=(100, 20),
+      ...                   train_subset=50)
+      >>> ds.train_images.shape, ds.test_labels.shape, ds.num_classes, ds.mean.shape
+      ((50, 8, 8, 3), (20,), 10, (3,))
+    """
+    if name not in _NUM_CLASSES:
+        raise ValueError(f"name must be one of {', '.join(DATASET_NAMES)}, got {name!r}")
+    num_classes = _NUM_CLASSES[name]
+    if name == "synthetic":
+        arrays = synthetic_dataset(synthetic_shape, synthetic_size, num_classes, seed)
+        source = "synthetic (uniform random)"
+    else:
+        arrays, source = _load_raw(name, data_dir, download)
+    train_images, train_labels, test_images, test_labels = arrays
+    if train_images.shape[1:] != test_images.shape[1:]:
+        raise DataFormatError(
+            f"{source}: train images {train_images.shape[1:]} and test images "
+            f"{test_images.shape[1:]} differ in shape"
+        )
+    if train_subset is not None:
+        keep = select_subset(train_labels, train_subset, seed)
+        train_images, train_labels = train_images[keep], train_labels[keep]
+    mean, std = channel_stats(train_images)
+    return Dataset(
+        train_images=train_images,
+        train_labels=train_labels,
+        test_images=test_images,
+        test_labels=test_labels,
+        num_classes=num_classes,
+        name=name,
+        mean=mean,
+        std=std,
+        source=source,
+    )
