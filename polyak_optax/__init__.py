@@ -9,7 +9,9 @@ from polyak_optax._src.adaptive_nesterov import (
     scale_by_adaptive_nesterov,
 )
 from polyak_optax._src.layerwise import (
+    layers_by_module,
     layerwise,
+    layerwise_log_norm_factors,
     scale_by_layerwise_log_norm,
 )
 from polyak_optax._src.lr_range_test import (
@@ -18,6 +20,7 @@ from polyak_optax._src.lr_range_test import (
     plot_lr_range_test,
 )
 from polyak_optax._src.schedules import (
+    cyclic_momentum_schedule,
     cyclic_schedule,
     onecycle_momentum_schedule,
     onecycle_schedule,
@@ -29,8 +32,11 @@ __all__ = (
     "AdaptiveNesterovState",
     "LRRangeTestResult",
     "adaptive_nesterov",
+    "cyclic_momentum_schedule",
     "cyclic_schedule",
+    "layers_by_module",
     "layerwise",
+    "layerwise_log_norm_factors",
     "lr_range_test",
     "onecycle_momentum_schedule",
     "onecycle_schedule",
