@@ -31,7 +31,7 @@ from __future__ import annotations
 import flax.linen as nn
 import jax
 
-from models.layers import max_pool, torch_kernel_init
+from models.layers import Conv, max_pool, torch_kernel_init
 
 __all__ = ["AlexNet"]
 
@@ -65,9 +65,9 @@ class AlexNet(nn.Module):
         """Logits for NHWC float images; ``train`` is accepted for the common call convention."""
         del train  # no dropout or batch norm
         for i, (k, c) in enumerate(zip(self.kernel_sizes, self.features, strict=True)):
-            x = nn.Conv(
-                c, (k, k), padding="SAME", kernel_init=torch_kernel_init, name=f"conv{i + 1}"
-            )(x)
+            x = Conv(c, (k, k), padding="SAME", kernel_init=torch_kernel_init, name=f"conv{i + 1}")(
+                x
+            )
             x = max_pool(nn.relu(x), 2, 2)
         x = x.reshape((x.shape[0], -1))
         x = nn.relu(nn.Dense(self.hidden_units, kernel_init=torch_kernel_init, name="fc1")(x))

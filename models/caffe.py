@@ -17,7 +17,7 @@ from __future__ import annotations
 import flax.linen as nn
 import jax
 
-from models.layers import avg_pool, max_pool
+from models.layers import Conv, avg_pool, max_pool
 
 __all__ = ["CifarQuick", "LeNet5"]
 
@@ -56,9 +56,9 @@ class LeNet5(nn.Module):
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         """Logits for NHWC float images; ``train`` is accepted for the common call convention."""
         del train  # no dropout or batch norm
-        x = nn.Conv(20, (5, 5), padding="VALID", kernel_init=_xavier, name="conv1")(x)
+        x = Conv(20, (5, 5), padding="VALID", kernel_init=_xavier, name="conv1")(x)
         x = max_pool(x, 2, 2)
-        x = nn.Conv(50, (5, 5), padding="VALID", kernel_init=_xavier, name="conv2")(x)
+        x = Conv(50, (5, 5), padding="VALID", kernel_init=_xavier, name="conv2")(x)
         x = max_pool(x, 2, 2)
         x = x.reshape((x.shape[0], -1))
         x = nn.relu(nn.Dense(500, kernel_init=_xavier, name="ip1")(x))
@@ -95,7 +95,7 @@ class CifarQuick(nn.Module):
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         """Logits for NHWC float images; ``train`` is accepted for the common call convention."""
         del train
-        conv = lambda c, std, name: nn.Conv(
+        conv = lambda c, std, name: Conv(
             c, (5, 5), padding=2, kernel_init=_gaussian(std), name=name
         )
         x = conv(32, 1e-4, "conv1")(x)

@@ -9,12 +9,19 @@ from losing their last row, so every model accepts any HxWxC input.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import flax.linen as nn
 import jax
 
-__all__ = ["avg_pool", "ceil_padding", "max_pool", "torch_kernel_init"]
+from models.conv import conv_general_dilated
+
+__all__ = ["Conv", "avg_pool", "ceil_padding", "max_pool", "torch_kernel_init"]
+
+#: ``flax.linen.Conv`` whose gradients stay fast inside jitted loops on the CPU
+#: (see :mod:`models.conv`); every model of the package builds its convolutions with it.
+Conv = functools.partial(nn.Conv, conv_general_dilated=conv_general_dilated)
 
 # PyTorch's default for Conv2d/Linear weights, kaiming_uniform(a=sqrt(5)), is
 # U(-1/sqrt(fan_in), 1/sqrt(fan_in)): variance_scaling with scale 1/3.

@@ -21,11 +21,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from models.layers import torch_kernel_init
+from models.layers import Conv, torch_kernel_init
 
 __all__ = ["BasicBlock", "ResNet"]
 
-_conv = functools.partial(nn.Conv, use_bias=False, kernel_init=torch_kernel_init)
+_conv = functools.partial(Conv, use_bias=False, kernel_init=torch_kernel_init)
 
 
 class BasicBlock(nn.Module):

@@ -6,7 +6,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from models.layers import max_pool
+from models.layers import Conv, max_pool
 
 __all__ = ["Tiny"]
 
@@ -37,7 +37,7 @@ class Tiny(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         """Logits; batch statistics update when ``train`` (use ``mutable=['batch_stats']``)."""
-        x = nn.Conv(self.features, (3, 3), padding="SAME", use_bias=False)(x)
+        x = Conv(self.features, (3, 3), padding="SAME", use_bias=False)(x)
         x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5)(x)
         x = max_pool(nn.relu(x), 2, 2)
         x = jnp.mean(x, axis=(1, 2))

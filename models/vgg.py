@@ -22,7 +22,7 @@ import functools
 import flax.linen as nn
 import jax
 
-from models.layers import max_pool, torch_kernel_init
+from models.layers import Conv, max_pool, torch_kernel_init
 
 __all__ = ["VGG", "VGG16_LAYERS"]
 
@@ -62,7 +62,7 @@ class VGG(nn.Module):
             if layer == "M":
                 x = max_pool(x, 2, 2)
             else:
-                x = nn.Conv(int(layer), (3, 3), padding="SAME", kernel_init=torch_kernel_init)(x)
+                x = Conv(int(layer), (3, 3), padding="SAME", kernel_init=torch_kernel_init)(x)
                 x = nn.relu(norm()(x))
         x = x.reshape((x.shape[0], -1))
         return nn.Dense(self.num_classes, kernel_init=torch_kernel_init, name="classifier")(x)

@@ -1,0 +1,159 @@
+"""A drop-in ``lax.conv_general_dilated`` whose gradients stay fast inside loops on the CPU.
+
+Why: inside a ``lax.fori_loop``/``lax.scan`` body, XLA's CPU backend leaves the kernel
+gradient of an NHWC convolution in a non-canonical layout (``f01b_i01o->01bf``) and then
+cannot hand it to its Eigen convolution kernel; it emits a naive loop nest instead
+(jax-ml/jax#12868). The device-resident epoch is exactly such a loop, and there LeNet-5's
+training step ran 5x slower than the same step jitted on its own (CPU, 2 cores: 330 ms
+against 61 ms at batch 128). Writing the two backward convolutions ourselves, with the
+transposes spelled out, gives XLA canonical ``b01f_01io->b01f`` convolutions in the loop as
+well, and the step inside the loop is as fast as outside it.
+
+The custom gradient is used on the CPU backend for plain NHWC/HWIO convolutions (any
+stride and padding, no dilation, one feature group); everything else, and every other
+backend (cuDNN has no such problem), calls ``lax.conv_general_dilated`` unchanged.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+__all__ = ["conv_general_dilated"]
+
+_NHWC = ("NHWC", "HWIO", "NHWC")
+Padding = tuple[tuple[int, int], ...]
+
+
+def conv_general_dilated(
+    lhs: jax.Array,
+    rhs: jax.Array,
+    window_strides: Sequence[int],
+    padding: str | Sequence[tuple[int, int]],
+    lhs_dilation: Sequence[int] | None = None,
+    rhs_dilation: Sequence[int] | None = None,
+    dimension_numbers: lax.ConvGeneralDilatedDimensionNumbers = None,
+    feature_group_count: int = 1,
+    batch_group_count: int = 1,
+    precision: lax.PrecisionLike = None,
+    preferred_element_type: jax.typing.DTypeLike | None = None,
+) -> jax.Array:
+    """``lax.conv_general_dilated`` with loop-friendly gradients on the CPU (same signature).
+
+    Pass it to Flax as ``nn.Conv(..., conv_general_dilated=conv_general_dilated)``.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> x, w = jnp.ones((2, 6, 6, 3)), jnp.ones((3, 3, 3, 4))
+      >>> dn = ("NHWC", "HWIO", "NHWC")
+      >>> y = conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=dn)
+      >>> y.shape, float(y[0, 2, 2, 0])
+      ((2, 6, 6, 4), 27.0)
+      >>> loss = lambda w: jnp.sum(conv_general_dilated(x, w, (2, 2), "SAME",
+      ...                                               dimension_numbers=dn) ** 2)
+      >>> ref = lambda w: jnp.sum(jax.lax.conv_general_dilated(x, w, (2, 2), "SAME",
+      ...                                                      dimension_numbers=dn) ** 2)
+      >>> bool(jnp.allclose(jax.grad(loss)(w), jax.grad(ref)(w)))
+      True
+    """
+    ndim = lhs.ndim - 2
+    strides = tuple(int(s) for s in window_strides)
+    plain = (
+        jax.default_backend() == "cpu"
+        and lhs.ndim == 4
+        and rhs.ndim == 4
+        and _is_nhwc(lhs.shape, rhs.shape, dimension_numbers)
+        and all(d == 1 for d in (lhs_dilation or (1,) * ndim))
+        and all(d == 1 for d in (rhs_dilation or (1,) * ndim))
+        and feature_group_count == 1
+        and batch_group_count == 1
+        and preferred_element_type is None
+        and lhs.dtype == rhs.dtype
+    )
+    if not plain:
+        return lax.conv_general_dilated(
+            lhs,
+            rhs,
+            window_strides,
+            padding,
+            lhs_dilation=lhs_dilation,
+            rhs_dilation=rhs_dilation,
+            dimension_numbers=dimension_numbers,
+            feature_group_count=feature_group_count,
+            batch_group_count=batch_group_count,
+            precision=precision,
+            preferred_element_type=preferred_element_type,
+        )
+    if isinstance(padding, str):
+        pads = lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], strides, padding)
+    else:
+        pads = padding
+    pads = tuple((int(lo), int(hi)) for lo, hi in pads)
+    return _conv_nhwc(lhs, rhs, strides, pads, precision)
+
+
+def _is_nhwc(lhs_shape: Sequence[int], rhs_shape: Sequence[int], dimension_numbers) -> bool:
+    if dimension_numbers is None:
+        return False  # lax's default is NCHW/OIHW
+    expected = lax.conv_dimension_numbers(lhs_shape, rhs_shape, _NHWC)
+    given = lax.conv_dimension_numbers(lhs_shape, rhs_shape, dimension_numbers)
+    return given == expected
+
+
+def _conv(
+    x: jax.Array, w: jax.Array, strides, pads, precision, lhs_dilation=None, rhs_dilation=None
+):
+    return lax.conv_general_dilated(
+        x,
+        w,
+        strides,
+        pads,
+        lhs_dilation=lhs_dilation,
+        rhs_dilation=rhs_dilation,
+        dimension_numbers=_NHWC,
+        precision=precision,
+    )
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def _conv_nhwc(
+    x: jax.Array, w: jax.Array, strides: tuple[int, ...], pads: Padding, precision
+) -> jax.Array:
+    return _conv(x, w, strides, pads, precision)
+
+
+def _conv_nhwc_fwd(x, w, strides, pads, precision):
+    return _conv(x, w, strides, pads, precision), (x, w)
+
+
+def _conv_nhwc_bwd(strides, pads, precision, residuals, dy):
+    x, w = residuals
+    kernel = w.shape[:2]
+    out = dy.shape[1:3]
+    # Kernel gradient: the images' channels act as the batch and the examples as the
+    # contracted features, the output gradient as the (stride-dilated) kernel.
+    dw = _conv(
+        jnp.transpose(x, (3, 1, 2, 0)),
+        jnp.transpose(dy, (1, 2, 0, 3)),
+        (1, 1),
+        pads,
+        precision,
+        rhs_dilation=strides,
+    )
+    dw = jnp.transpose(dw[:, : kernel[0], : kernel[1], :], (1, 2, 0, 3))
+    # Input gradient: the output gradient, dilated by the stride, convolved with the
+    # flipped kernel whose input and output channels swap (jax's own padding rule).
+    pads_dx = []
+    for size, k, s, n, (lo, _) in zip(x.shape[1:3], kernel, strides, out, pads, strict=True):
+        before = k - lo - 1
+        pads_dx.append((before, size + k - 1 - ((n - 1) * s + 1) - before))
+    w_flipped = jnp.transpose(jnp.flip(w, (0, 1)), (0, 1, 3, 2))
+    dx = _conv(dy, w_flipped, (1, 1), tuple(pads_dx), precision, lhs_dilation=strides)
+    return dx.astype(x.dtype), dw.astype(w.dtype)
+
+
+_conv_nhwc.defvjp(_conv_nhwc_fwd, _conv_nhwc_bwd)
