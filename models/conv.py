@@ -147,12 +147,17 @@ def _conv_nhwc_bwd(strides, pads, precision, residuals, dy):
     dw = jnp.transpose(dw[:, : kernel[0], : kernel[1], :], (1, 2, 0, 3))
     # Input gradient: the output gradient, dilated by the stride, convolved with the
     # flipped kernel whose input and output channels swap (jax's own padding rule).
-    pads_dx = []
+    # A negative padding (a forward padding wider than the kernel) is applied as a slice:
+    # XLA:CPU's unoptimized convolution reads garbage for negative paddings.
+    pads_dx, crops = [], []
     for size, k, s, n, (lo, _) in zip(x.shape[1:3], kernel, strides, out, pads, strict=True):
         before = k - lo - 1
-        pads_dx.append((before, size + k - 1 - ((n - 1) * s + 1) - before))
+        after = size + k - 1 - ((n - 1) * s + 1) - before
+        pads_dx.append((max(before, 0), max(after, 0)))
+        crops.append(slice(max(-before, 0), max(-before, 0) + size))
     w_flipped = jnp.transpose(jnp.flip(w, (0, 1)), (0, 1, 3, 2))
     dx = _conv(dy, w_flipped, (1, 1), tuple(pads_dx), precision, lhs_dilation=strides)
+    dx = dx[:, crops[0], crops[1], :]
     return dx.astype(x.dtype), dw.astype(w.dtype)
 
 

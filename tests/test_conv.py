@@ -1,0 +1,97 @@
+"""models.conv: same values and gradients as lax, and canonical convolutions inside loops."""
+
+import itertools
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+
+import models
+from models.conv import conv_general_dilated
+
+DN = ("NHWC", "HWIO", "NHWC")
+CASES = [
+    (size, kernel, stride, padding)
+    for size, kernel, stride, padding in itertools.product(
+        (7,), (1, 2, 5), (1, 2, 3), ("SAME", "VALID", ((1, 2), (0, 1)), ((2, 0), (1, 1)))
+    )
+    if not (kernel == 1 and stride == 3)
+]
+
+
+def _numpy_conv_and_vjp(x, w, stride, pads, cotangent):
+    """Float64 reference: the output, and the gradients of <output, cotangent>."""
+    x, w, ct = (np.asarray(a, np.float64) for a in (x, w, cotangent))
+    (top, bottom), (left, right) = pads
+    xp = np.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
+    kh, kw = w.shape[:2]
+    out_h, out_w = (xp.shape[1] - kh) // stride + 1, (xp.shape[2] - kw) // stride + 1
+    y = np.zeros((x.shape[0], out_h, out_w, w.shape[3]))
+    dxp, dw = np.zeros_like(xp), np.zeros_like(w)
+    for i in range(out_h):
+        for j in range(out_w):
+            rows, cols = slice(i * stride, i * stride + kh), slice(j * stride, j * stride + kw)
+            y[:, i, j] = np.einsum("nhwc,hwco->no", xp[:, rows, cols], w)
+            dw += np.einsum("nhwc,no->hwco", xp[:, rows, cols], ct[:, i, j])
+            dxp[:, rows, cols] += np.einsum("hwco,no->nhwc", w, ct[:, i, j])
+    dx = dxp[:, top : top + x.shape[1], left : left + x.shape[2]]
+    return y, dx, dw
+
+
+@pytest.mark.parametrize(("size", "kernel", "stride", "padding"), CASES)
+def test_values_and_gradients_equal_a_float64_reference(size, kernel, stride, padding):
+    kx, kw, kc = jax.random.split(jax.random.key(size * 100 + kernel * 10 + stride), 3)
+    x = jax.random.normal(kx, (2, size, size + 1, 3))
+    w = jax.random.normal(kw, (kernel, kernel, 3, 4))
+    if isinstance(padding, str):
+        pads = tuple(lax.padtype_to_pads(x.shape[1:3], w.shape[:2], (stride, stride), padding))
+    else:
+        pads = padding
+
+    def ours(x, w):
+        return conv_general_dilated(x, w, (stride, stride), padding, dimension_numbers=DN)
+
+    got, vjp = jax.vjp(ours, x, w)
+    cotangent = jax.random.normal(kc, got.shape)
+    want, dx, dw = _numpy_conv_and_vjp(x, w, stride, pads, cotangent)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    got_dx, got_dw = vjp(cotangent)
+    np.testing.assert_allclose(got_dx, dx, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(got_dw, dw, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("dilation", [{}, {"rhs_dilation": (2, 2)}])
+def test_other_layouts_and_dilations_fall_back_to_lax(dilation):
+    x = jax.random.normal(jax.random.key(0), (2, 3, 7, 7))  # NCHW, lax's default
+    w = jax.random.normal(jax.random.key(1), (4, 3, 3, 3))  # OIHW
+
+    def loss(conv, w):
+        return jnp.sum(conv(x, w, (1, 1), "SAME", **dilation) ** 2)
+
+    want = jax.grad(lambda w: loss(lax.conv_general_dilated, w))(w)
+    got = jax.grad(lambda w: loss(conv_general_dilated, w))(w)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_training_step_in_a_loop_compiles_to_canonical_convolutions():
+    """The property the module exists for: no naive (non-canonical) convolution in a loop."""
+    model = models.create("lenet5", 10)
+    x = jnp.zeros((4, 28, 28, 1))
+    params = model.init(jax.random.key(0), x)["params"]
+
+    def loss(p):
+        return jnp.sum(model.apply({"params": p}, x) ** 2)
+
+    def many(p):
+        return lax.fori_loop(
+            0, 2, lambda _, p: jax.tree.map(lambda a, g: a - g, p, jax.grad(loss)(p)), p
+        )
+
+    hlo = jax.jit(many).lower(params).compile().as_text()
+    labels = re.findall(r"convolution\(.*?dim_labels=([a-z0-9_>-]+)", hlo)
+    assert len(labels) >= 4, hlo[:2000]  # forward and backward convolutions
+    if jax.default_backend() == "cpu":
+        assert set(labels) == {"b01f_01io->b01f"}, labels
