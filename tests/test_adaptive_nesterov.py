@@ -24,8 +24,6 @@ from hypothesis import strategies as st
 import polyak_optax as po
 from tests import _algorithm5_reference as ref
 
-jax.config.update("jax_disable_most_optimizations", True)
-
 BOUNDS = ("min_grad_sq_norm", "max_grad_sq_norm", "min_learning_rate", "max_learning_rate")
 NO_BOUNDS = dict.fromkeys(BOUNDS)
 # Every subset of the four bounds: the ones listed are set, the others are None.

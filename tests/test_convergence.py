@@ -18,8 +18,6 @@ import pytest
 
 import polyak_optax as po
 
-jax.config.update("jax_disable_most_optimizations", True)
-
 NO_BOUNDS = {
     "min_learning_rate": None,
     "max_learning_rate": None,

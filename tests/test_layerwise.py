@@ -12,8 +12,6 @@ from absl.testing import parameterized
 
 import polyak_optax as po
 
-jax.config.update("jax_disable_most_optimizations", True)
-
 # Three pytree shapes: nested dicts, a list with a scalar leaf, a Flax-like module tree.
 STRUCTURES = (
     {"a": (3,), "b": {"c": (2, 2), "d": ()}},

@@ -20,8 +20,6 @@ import pytest
 
 import polyak_optax as po
 
-jax.config.update("jax_disable_most_optimizations", True)
-
 N, D = 32, 4  # samples, parameters of the least-squares problems
 
 

@@ -11,9 +11,6 @@ import pytest
 import models
 from models.layers import avg_pool, ceil_padding, max_pool
 
-# Compile time dominates here; the forward passes below are on tiny batches.
-jax.config.update("jax_disable_most_optimizations", True)
-
 
 def _conv(k: int, cin: int, cout: int, bias: bool = True) -> int:
     return k * k * cin * cout + (cout if bias else 0)

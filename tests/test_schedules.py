@@ -20,8 +20,6 @@ import pytest
 
 import polyak_optax as po
 
-jax.config.update("jax_disable_most_optimizations", True)
-
 REFERENCE = json.loads(
     (pathlib.Path(__file__).parent / "data" / "torch_schedules.json").read_text()
 )
