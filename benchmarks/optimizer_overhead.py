@@ -1,0 +1,343 @@
+"""Optimizer overhead: median jitted training-step time per model and optimizer.
+
+``python -m benchmarks.optimizer_overhead [--grid full|reduced|smoke]``
+
+One training step is :func:`train.loop.train_step` (forward, backward, optimizer update,
+batch-norm statistics) jitted with the state donated, on synthetic normalized 32x32x3
+images, for every model and each optimizer of :data:`OPTIMIZERS` built by
+:func:`train.optimizers.build_optimizer`:
+
+* ``nesterov``: ``optax.sgd(nesterov=True)`` (momentum 0.9);
+* ``adaptive_nesterov``: ``po.adaptive_nesterov`` with the thesis's defaults;
+* ``layerwise_nesterov``: ``po.layerwise`` around the Nesterov SGD;
+* ``adam``: ``optax.adam``.
+
+The optimizers of one model are compiled first (compile time reported apart), warmed up,
+then timed side by side: each round times every optimizer once, in a rotating order, so
+that load from other processes hits all of them alike. A sample is ``steps_per_sample``
+consecutive steps with one ``block_until_ready`` at the end. The report gives the median
+step time, the paired ratio to Nesterov (median over rounds of the per-round ratio) and,
+separately, the time of the optimizer update alone (``tx.update`` + ``apply_updates`` on
+the model's parameter tree), which is what the optimizer adds to a step.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+
+import models
+from benchmarks import _common as C
+from train import loop
+from train.optimizers import build_optimizer
+
+BENCHMARK = "optimizer_overhead"
+OPTIMIZERS = ("nesterov", "adaptive_nesterov", "layerwise_nesterov", "adam")
+TARGET_RATIO = 1.03  # issue 7: adaptive and layer-wise within 3% of Nesterov on a GPU
+
+GRIDS: dict[str, dict[str, Any]] = {
+    "full": {
+        "models": ("alexnet", "vgg16", "resnet34"),
+        "batch_size": 512,
+        "image_shape": (32, 32, 3),
+        "rounds": 20,
+        "steps_per_sample": 5,
+        "warmup_steps": 3,
+        "update_rounds": 20,
+        "updates_per_sample": 20,
+    },
+    "reduced": {
+        "models": ("alexnet", "vgg16", "resnet34"),
+        "batch_size": 16,
+        "image_shape": (32, 32, 3),
+        "rounds": 7,
+        "steps_per_sample": 1,
+        "warmup_steps": 1,
+        "update_rounds": 9,
+        "updates_per_sample": 5,
+    },
+    "smoke": {
+        "models": ("tiny",),
+        "batch_size": 4,
+        "image_shape": (8, 8, 3),
+        "rounds": 2,
+        "steps_per_sample": 1,
+        "warmup_steps": 1,
+        "update_rounds": 2,
+        "updates_per_sample": 1,
+    },
+}
+
+GRID_NOTES = {
+    "full": "",
+    "reduced": "CPU grid: batch 16 instead of 512 (a batch-512 ResNet-34 step takes "
+    "minutes on 2 cores), 7 rounds of 1 step instead of 20 rounds of 5 steps; same models, "
+    "optimizers and 32x32x3 synthetic data. Full grid: `--grid full`.",
+    "smoke": "smoke test: the tiny test model on 8x8x3, 2 rounds; the numbers mean nothing.",
+}
+
+
+def make_optimizer(name: str) -> optax.GradientTransformationExtraArgs:
+    """The optimizer ``name`` of :data:`OPTIMIZERS`, as the training CLI builds it.
+
+    Example:
+      >>> tx = make_optimizer("layerwise_nesterov")
+      >>> callable(tx.update)
+      True
+    """
+    if name == "nesterov":
+        return build_optimizer("nesterov", 0.01, 0.9)
+    if name == "adaptive_nesterov":
+        return build_optimizer("adaptive_nesterov")  # alpha 0.9, eta in [1e-3, 1e-1]
+    if name == "layerwise_nesterov":
+        return build_optimizer("nesterov", 0.01, 0.9, layerwise=True)
+    if name == "adam":
+        return build_optimizer("adam", 1e-3)
+    raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {name!r}")
+
+
+def _update_only(
+    tx: optax.GradientTransformationExtraArgs,
+    grads: optax.Updates,
+    opt_state: optax.OptState,
+    params: optax.Params,
+) -> tuple[optax.Params, optax.OptState]:
+    updates, opt_state = tx.update(grads, opt_state, params, value=jnp.float32(2.3))
+    return optax.apply_updates(params, updates), opt_state
+
+
+def _interleaved(runners: dict[str, Any], rounds: int, per_sample: int) -> dict[str, list[float]]:
+    """Times each runner once per round in a rotating order; seconds per call."""
+    names = list(runners)
+    samples: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(rounds):
+        order = names[r % len(names) :] + names[: r % len(names)]
+        for name in order:
+            samples[name].append(runners[name](per_sample) / per_sample)
+    return samples
+
+
+def bench_model(model_name: str, grid: dict[str, Any], seed: int = 0) -> dict[str, Any]:
+    """Step and update-only timings of every optimizer on one model."""
+    model = models.create(model_name, 10)
+    shape, batch = grid["image_shape"], grid["batch_size"]
+    kx, ky, kinit = jax.random.split(jax.random.key(seed), 3)
+    images = jax.random.normal(kx, (batch, *shape), jnp.float32)
+    labels = jax.random.randint(ky, (batch,), 0, 10)
+    step_fn = jax.jit(loop.train_step, donate_argnums=0)
+
+    states: dict[str, Any] = {}
+    compiled: dict[str, Any] = {}
+    compile_s: dict[str, float] = {}
+    for name in OPTIMIZERS:
+        state = loop.create_train_state(model, make_optimizer(name), kinit, shape)
+        seconds, compiled[name] = C.timed(
+            lambda s=state: step_fn.lower(s, images, labels).compile()
+        )
+        compile_s[name] = seconds
+        for _ in range(grid["warmup_steps"]):
+            state, _ = compiled[name](state, images, labels)
+        states[name] = C.block(state)
+    C.log(
+        f"  {model_name}: compiled in " + ", ".join(f"{n} {s:.1f}s" for n, s in compile_s.items())
+    )
+
+    def step_runner(name: str, n: int) -> float:
+        def run() -> Any:
+            state = states[name]
+            for _ in range(n):
+                state, metrics = compiled[name](state, images, labels)
+            states[name] = state
+            return state, metrics
+
+        return C.timed(run)[0]
+
+    step_s = _interleaved(
+        {n: functools.partial(step_runner, n) for n in OPTIMIZERS},
+        grid["rounds"],
+        grid["steps_per_sample"],
+    )
+
+    # The optimizer alone, on the real parameter tree with gradient-sized inputs.
+    params = states["nesterov"].params
+    grads = jax.tree.map(lambda p: 1e-3 * jnp.ones_like(p), params)
+    upd_params: dict[str, Any] = {}
+    upd_states: dict[str, Any] = {}
+    upd_fns: dict[str, Any] = {}
+    for name in OPTIMIZERS:
+        tx = make_optimizer(name)
+        p = jax.tree.map(jnp.copy, params)
+        s = tx.init(p)
+        fn = jax.jit(functools.partial(_update_only, tx), donate_argnums=(1, 2))
+        upd_fns[name] = fn.lower(grads, s, p).compile()
+        upd_params[name], upd_states[name] = C.block(upd_fns[name](grads, s, p))
+
+    def update_runner(name: str, n: int) -> float:
+        def run() -> Any:
+            p, s = upd_params[name], upd_states[name]
+            for _ in range(n):
+                p, s = upd_fns[name](grads, s, p)
+            upd_params[name], upd_states[name] = p, s
+            return p, s
+
+        return C.timed(run)[0]
+
+    update_s = _interleaved(
+        {n: functools.partial(update_runner, n) for n in OPTIMIZERS},
+        grid["update_rounds"],
+        grid["updates_per_sample"],
+    )
+    for buffers in (states, upd_params, upd_states):  # free device memory before the next model
+        buffers.clear()
+    base = step_s["nesterov"]
+    return {
+        "model": model_name,
+        "param_count": models.param_count(model_name, shape, 10),
+        "compile_s": compile_s,
+        "step_s": step_s,
+        "update_s": update_s,
+        "paired_ratio": {
+            n: C.median([t / b for t, b in zip(step_s[n], base, strict=True)]) for n in OPTIMIZERS
+        },
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs the benchmark; prints the table; writes the .md/.json. Returns 0."""
+    parser = C.base_parser(__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", help="override the grid's models")
+    parser.add_argument("--batch-size", type=int, help="override the grid's batch size")
+    parser.add_argument("--rounds", type=int, help="override the grid's timing rounds")
+    args = parser.parse_args(argv)
+    grid_name = C.grid_of(args)
+    grid = dict(GRIDS[grid_name])
+    note = GRID_NOTES[grid_name]
+    for key, value in (("models", args.models), ("batch_size", args.batch_size)):
+        if value is not None:
+            grid[key] = tuple(value) if key == "models" else value
+            note += f" Overridden: {key}={value}."
+    if args.rounds is not None:
+        if args.rounds < 1:
+            raise ValueError(f"--rounds must be >= 1, got {args.rounds}")
+        grid["rounds"] = args.rounds
+        note += f" Overridden: rounds={args.rounds}."
+    head = C.header(BENCHMARK, grid_name, note.strip(), grid)
+    C.log(f"{BENCHMARK} on {head['device']}, grid {grid_name}")
+
+    results = []
+    for model_name in grid["models"]:
+        results.append(bench_model(model_name, grid))
+
+    rows, ratios, update_rows = [], [], []
+    for res in results:
+        for name in OPTIMIZERS:
+            step_ms = 1e3 * C.median(res["step_s"][name])
+            rows.append(
+                {
+                    "model": res["model"],
+                    "optimizer": name,
+                    "batch_size": grid["batch_size"],
+                    "median_step_ms": step_ms,
+                }
+            )
+            update_rows.append(
+                {
+                    "model": res["model"],
+                    "optimizer": name,
+                    "median_update_ms": 1e3 * C.median(res["update_s"][name]),
+                }
+            )
+            ratios.append(
+                {
+                    "model": res["model"],
+                    "optimizer": name,
+                    "ratio_to_nesterov": res["paired_ratio"][name],
+                    "within_3_percent": bool(res["paired_ratio"][name] <= TARGET_RATIO),
+                }
+            )
+
+    payload = {
+        **head,
+        "rows": rows,
+        "ratios": ratios,
+        "update_only": update_rows,
+        "param_counts": {r["model"]: r["param_count"] for r in results},
+        "compile_s": {r["model"]: r["compile_s"] for r in results},
+        "raw_step_s": {r["model"]: r["step_s"] for r in results},
+        "raw_update_s": {r["model"]: r["update_s"] for r in results},
+        "target": "adaptive_nesterov and layerwise_nesterov each <= 1.03 x nesterov's step "
+        "time on every model (on a GPU)",
+    }
+    markdown = render(payload)
+    C.write_results(args.out_dir, BENCHMARK, payload, markdown)
+    print(markdown)
+    return 0
+
+
+def render(payload: dict[str, Any]) -> str:
+    """The Markdown report of a payload written by :func:`main`."""
+    by_key = {(r["model"], r["optimizer"]): r for r in payload["rows"]}
+    ratio = {(r["model"], r["optimizer"]): r["ratio_to_nesterov"] for r in payload["ratios"]}
+    upd = {(r["model"], r["optimizer"]): r["median_update_ms"] for r in payload["update_only"]}
+    model_names = list(dict.fromkeys(r["model"] for r in payload["rows"]))
+    table = []
+    for m in model_names:
+        for o in OPTIMIZERS:
+            table.append(
+                [
+                    m,
+                    o,
+                    by_key[m, o]["batch_size"],
+                    f"{by_key[m, o]['median_step_ms']:.2f}",
+                    f"{ratio[m, o]:.3f}",
+                    f"{upd[m, o]:.3f}",
+                    f"{100 * upd[m, o] / by_key[m, 'nesterov']['median_step_ms']:.2f}%",
+                ]
+            )
+    checks = []
+    for m in model_names:
+        for o in ("adaptive_nesterov", "layerwise_nesterov"):
+            verdict = "met" if ratio[m, o] <= TARGET_RATIO else "missed"
+            checks.append(f"{m}/{o}: x{ratio[m, o]:.3f} ({verdict})")
+    lines = [
+        C.header_markdown(payload, "Optimizer overhead"),
+        "Median time of one jitted training step (forward, backward, update) on synthetic "
+        f"{'x'.join(map(str, payload['settings']['image_shape']))} data, the optimizers timed "
+        "side by side in rotating order; compile and "
+        "warm-up excluded. *ratio* = median over rounds of the step time divided by "
+        "Nesterov's in the same round. *update* = `tx.update` + `apply_updates` alone on the "
+        "model's parameters; *update / step* = that time over Nesterov's whole step.",
+        "",
+        C.markdown_table(
+            [
+                "model",
+                "optimizer",
+                "batch",
+                "median step (ms)",
+                "ratio to nesterov",
+                "update (ms)",
+                "update / step",
+            ],
+            table,
+        ),
+        "",
+        "Compile time (s): "
+        + "; ".join(
+            f"{m}: " + ", ".join(f"{o} {s:.1f}" for o, s in payload["compile_s"][m].items())
+            for m in model_names
+        )
+        + ".",
+        "",
+        f"Target (issue 7, on a GPU): adaptive and layer-wise within 3% of Nesterov. "
+        f"Here ({payload['device']}): " + "; ".join(checks) + ".",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
