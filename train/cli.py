@@ -453,11 +453,15 @@ def train_and_evaluate(config: dict[str, Any], explicit: set[str] | None = None)
     if start_epoch >= epochs:
         print(f"already trained for {start_epoch} >= --epochs {epochs} epochs", flush=True)
     else:
+        bar = progress.EpochProgress(
+            epochs, start_epoch, enabled=None if config["progress"] else False
+        )
         static = {
             "batch_size": batch_size,
             "persistency": persistency,
             "augment": config["augment"],
             "data_sharding": sharding.batch_sharding(mesh),
+            "on_progress": bar.on_progress,
         }
         t0 = time.perf_counter()
         epoch_key = jax.random.fold_in(data_key, start_epoch + 1)
@@ -474,12 +478,10 @@ def train_and_evaluate(config: dict[str, Any], explicit: set[str] | None = None)
             data_sharding=static["data_sharding"],
         ).compile()
         print(f"compiled in {time.perf_counter() - t0:.1f}s", flush=True)
-        bar = progress.EpochProgress(
-            epochs, start_epoch, enabled=None if config["progress"] else False
-        )
         epoch = start_epoch
         try:
             for epoch in range(start_epoch + 1, epochs + 1):
+                bar.start_epoch(epoch, steps_per_epoch)
                 t0 = time.perf_counter()
                 key = jax.random.fold_in(data_key, epoch)
                 state, train_metrics = epoch_fn(state, train_images, train_labels, mean, std, key)

@@ -1,11 +1,11 @@
-"""Console output of the training CLI: a bar over epochs, one line per epoch, the summary.
+"""Console output of the training CLI: a bar per epoch, one line per epoch, the summary.
 
-Why the bar advances per epoch and not per batch: an epoch is ONE jitted call with one host
-sync at its end. A per-batch bar would need the device to report to the host inside the
-epoch (``jax.debug.callback`` or splitting the epoch into several calls), i.e. extra host
-round trips that cost exactly what the device-resident loop is there to save. So the bar
-counts finished epochs and shows the last epoch's numbers, and one line per epoch is
-printed above it; both are honest about what the host knows.
+An epoch is ONE jitted call with one host sync at its end, so the bar cannot poll the
+device. Instead the device loop reports the number of finished batches about 50 times an
+epoch through a one-way ``jax.debug.callback`` (see :func:`train.loop.train_epoch`'s
+``on_progress``): the device never waits for the host, and without a bar (not a terminal,
+or ``--no-progress``) no callback is compiled in at all. When the epoch's call returns, its
+line (losses, accuracies, eta, time) is printed above the bar.
 
 The summary reproduces the columns of the thesis's Table 2.1: the best test accuracy with
 the wall time and the epoch where it was reached, and the lowest test loss likewise.
@@ -108,20 +108,23 @@ def format_summary(history: Sequence[dict[str, Any]], configuration: str, persis
 
 
 class EpochProgress:
-    """A tqdm bar over epochs plus one printed line per epoch.
+    """A tqdm bar over the batches of each epoch, plus one printed line per epoch.
 
     Args:
       epochs: total epochs of the run.
       initial: epochs already done (when resuming).
       enabled: show the bar (lines are printed either way); ``None`` shows it only on a
         terminal.
-      stream: where to write (default ``sys.stderr`` for the bar, ``sys.stdout`` for lines).
+      stream: where the lines go (default ``sys.stdout``; the bar writes to ``sys.stderr``).
 
     Example:
       >>> import io
       >>> out = io.StringIO()
       >>> with EpochProgress(2, enabled=False, stream=out) as progress:
+      ...     progress.start_epoch(1, num_batches=10)
+      ...     progress.on_progress is None  # no bar: nothing to report to
       ...     progress.write("hello")
+      True
       >>> out.getvalue()
       'hello\\n'
     """
@@ -133,36 +136,67 @@ class EpochProgress:
         enabled: bool | None = None,
         stream: TextIO | None = None,
     ):
+        self._epochs = epochs
+        self._epoch = initial
         self._stream = stream
-        self._bar = tqdm(
-            total=epochs,
-            initial=initial,
-            unit="epoch",
-            disable=(not enabled) if enabled is not None else None,
-            leave=False,
-            dynamic_ncols=True,
-            file=sys.stderr,
-        )
+        if enabled is None:
+            enabled = sys.stderr.isatty()
+        self._enabled = bool(enabled)
+        self._bar: tqdm | None = None
+        self._postfix: dict[str, str] = {}
+
+    @property
+    def on_progress(self):
+        """The ``on_progress`` callback for :func:`train.loop.train_epoch` (``None`` if off)."""
+        return self.batches_done if self._enabled else None
+
+    def start_epoch(self, epoch: int, num_batches: int) -> None:
+        """Opens the bar of ``epoch`` (of ``num_batches`` batches)."""
+        self._close_bar()
+        self._epoch = epoch
+        if self._enabled:
+            self._bar = tqdm(
+                total=num_batches,
+                desc=f"epoch {epoch}/{self._epochs}",
+                unit="batch",
+                leave=False,
+                dynamic_ncols=True,
+                file=sys.stderr,
+            )
+            if self._postfix:
+                self._bar.set_postfix(self._postfix, refresh=False)
+
+    def batches_done(self, done: int) -> None:
+        """Moves the bar to ``done`` batches (called from the device loop's callback)."""
+        bar = self._bar
+        if bar is not None and done > bar.n:
+            bar.update(done - bar.n)
 
     def write(self, line: str) -> None:
         """Prints a line above the bar."""
         stream = self._stream if self._stream is not None else sys.stdout
-        if self._bar.disable:
+        if self._bar is None:
             print(line, file=stream, flush=True)
         else:
             self._bar.write(line, file=stream)
 
     def update(self, record: dict[str, Any], epochs: int) -> None:
-        """Advances the bar by one epoch and prints the epoch's line."""
+        """Closes the epoch's bar and prints the epoch's line."""
+        self._close_bar()
+        self._postfix = {
+            "last test acc": _pct(record["test_accuracy"]),
+            "loss": _num(record["test_loss"], ".4f"),
+        }
         self.write(format_epoch(record, epochs))
-        self._bar.set_postfix(
-            acc=_pct(record["test_accuracy"]), loss=_num(record["test_loss"], ".4f"), refresh=False
-        )
-        self._bar.update(1)
+
+    def _close_bar(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
 
     def close(self) -> None:
         """Removes the bar."""
-        self._bar.close()
+        self._close_bar()
 
     def __enter__(self) -> EpochProgress:
         return self
