@@ -439,6 +439,24 @@ def test_thesis_defaults():
         }
 
 
+def test_a_scheduled_ceiling_below_the_floor_wins():
+    """eta = min(max(ratio, floor), ceiling_k): a one-cycle ceiling may anneal below 1e-3."""
+    ceiling = optax.piecewise_constant_schedule(0.1, {1: 1e-4})  # 0.1, then 1e-5
+    opt = po.adaptive_nesterov(
+        min_learning_rate=1e-3, max_learning_rate=ceiling, min_grad_sq_norm=None
+    )
+    params = jnp.array([1.0, -2.0])
+    state = opt.init(params)
+    etas = []
+    for _ in range(3):
+        loss, grads = jax.value_and_grad(lambda p: 1e-6 * jnp.sum(p**2))(params)
+        updates, state = opt.update(grads, state, params, value=loss)
+        params = optax.apply_updates(params, updates)
+        etas.append(float(optax.tree.get(state, "learning_rate")))
+    # The Polyak ratio 1e-6 * 5 / (4e-12 * 5) = 2.5e5 is clipped to 0.1, then to 1e-5.
+    np.testing.assert_allclose(etas, [0.1, 1e-5, 1e-5], rtol=1e-6)
+
+
 BAD_HYPERPARAMETERS = [
     ({"momentum": 1.0}, "momentum"),
     ({"momentum": -0.1}, "momentum"),

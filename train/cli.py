@@ -267,10 +267,7 @@ def resolve(config: dict[str, Any]) -> dict[str, Any]:
         if schedule == "cyclic":
             config["min_learning_rate"] = optimizers.cyclic_base_learning_rate(lr, None)
         elif name == "adaptive_nesterov":
-            config["min_learning_rate"] = min(
-                optimizers.ADAPTIVE_MIN_LEARNING_RATE,
-                optimizers.lowest_scheduled_value(schedule, lr, None),
-            )
+            config["min_learning_rate"] = optimizers.ADAPTIVE_MIN_LEARNING_RATE
     return config
 
 

@@ -20,7 +20,9 @@ Schedules (thesis chapters 2-3 and Smith's notes):
 
 For ``adaptive_nesterov`` the step size eta is computed by the Polyak rule and clipped to
 ``[min_learning_rate, max_learning_rate]`` (thesis: [1e-3, 1e-1]); ``learning_rate`` is
-the ceiling ``max_learning_rate`` and the schedule applies to that ceiling.
+the ceiling ``max_learning_rate`` and the schedule applies to that ceiling. Where the
+scheduled ceiling falls below the floor (the end of ``step`` or ``onecycle``), eta is the
+ceiling.
 """
 
 from __future__ import annotations
@@ -160,22 +162,6 @@ def cyclic_base_learning_rate(learning_rate: float, min_learning_rate: float | N
     return min_learning_rate
 
 
-def lowest_scheduled_value(schedule: str, learning_rate: float, base: float | None) -> float:
-    """The smallest learning rate ``build_schedule`` reaches (used to bound eta from below).
-
-    Example:
-      >>> round(lowest_scheduled_value("step", 0.1, None), 6)
-      0.001
-    """
-    if schedule == "constant":
-        return learning_rate
-    if schedule == "step":
-        return learning_rate * STEP_FACTOR ** len(STEP_BOUNDARIES)
-    if schedule == "cyclic":
-        return cyclic_base_learning_rate(learning_rate, base)
-    return learning_rate / (ONECYCLE_DIV_FACTOR * ONECYCLE_FINAL_DIV_FACTOR)
-
-
 def build_momentum_schedule(
     schedule: str, momentum: float | None, *, total_steps: int
 ) -> optax.ScalarOrSchedule | None:
@@ -223,8 +209,9 @@ def build_optimizer(
       persistency: optimizer steps per batch K; schedules count optimizer steps.
       layerwise: wrap in ``po.layerwise`` (layer-specific factor 1 + log(1 + 1/||g_l||),
         one layer per parameter array).
-      min_learning_rate: the eta floor of ``adaptive_nesterov`` (thesis 1e-3) or the lower
-        bound of ``cyclic`` (default ``learning_rate / 10``).
+      min_learning_rate: the eta floor of ``adaptive_nesterov`` (thesis 1e-3; a scheduled
+        ceiling below it wins) or the lower bound of ``cyclic`` (default
+        ``learning_rate / 10``).
       cycle_epochs: the half-cycle of ``cyclic`` in epochs.
 
     Returns:
@@ -320,17 +307,11 @@ def _adaptive_nesterov(
         min_learning_rate=cyclic_base,
         cycle_epochs=cycle_epochs,
     )
-    lowest = lowest_scheduled_value(schedule, learning_rate, cyclic_base)
-    if schedule == "cyclic" or min_learning_rate is None:
-        # The eta floor never rises above the lowest scheduled ceiling.
-        floor = min(ADAPTIVE_MIN_LEARNING_RATE, lowest)
-    else:
-        floor = min_learning_rate
-        if floor > lowest:
-            raise ValueError(
-                f"min_learning_rate ({floor}) must not exceed the lowest scheduled eta ceiling "
-                f"({lowest:g}) of the {schedule!r} schedule"
-            )
+    # The thesis's floor (or the user's); where the scheduled ceiling falls below it, the
+    # ceiling wins (eta = min(max(ratio, floor), ceiling)), so one-cycle can anneal to ~0.
+    floor = ADAPTIVE_MIN_LEARNING_RATE if cyclic_base is not None else min_learning_rate
+    if floor is None:
+        floor = ADAPTIVE_MIN_LEARNING_RATE
     kwargs: dict[str, Any] = {"min_learning_rate": floor, "max_learning_rate": ceiling}
     if callable(momentum):
         return optax.inject_hyperparams(

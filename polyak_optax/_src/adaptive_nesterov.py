@@ -70,7 +70,9 @@ def scale_by_adaptive_nesterov(
 
     Conventions:
 
-    * each of the four bounds may be ``None``: no clipping on that side;
+    * each of the four bounds may be ``None``: no clipping on that side; the clip is
+      ``min(max(x, lower), upper)``, so where a scheduled :math:`\eta_{\max,k}` falls
+      below :math:`\eta_{\min}` the step size is :math:`\eta_{\max,k}`;
     * :math:`\gamma_k`, :math:`f^\star_k` and :math:`\eta_{\max,k}` may be schedules of
       ``count`` (the number of updates applied so far);
     * where the ratio is infinite or undefined (a zero ``||g||^2`` with no positive
