@@ -12,6 +12,7 @@ file writing overlaps the next epoch.
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any
 
 import jax
@@ -102,6 +103,7 @@ class Checkpointer:
         if epoch is None:
             raise CheckpointError(f"no complete checkpoint in {self.directory}")
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
+        _drop_closed_loop_reports()
         try:
             restored = self.manager.restore(
                 epoch,
@@ -131,6 +133,30 @@ class Checkpointer:
             self._manager.wait_until_finished()
             self._manager.close()
             self._manager = None
+
+
+def _drop_closed_loop_reports() -> None:
+    """Keeps a failed restore's stray tracebacks off stderr (installs a filter once).
+
+    When one array of a damaged checkpoint cannot be read, orbax's restore raises and closes
+    its asyncio event loop while tensorstore's other reads are still in flight; as they
+    finish, their callbacks find the loop closed and Python prints each
+    ``RuntimeError('Event loop is closed')`` as a traceback through ``sys.unraisablehook``,
+    after the CLI's one-line error. This filter drops exactly those reports and passes every
+    other one on to the previous hook.
+    """
+    previous = sys.unraisablehook
+    if getattr(previous, "drops_closed_loop_reports", False):
+        return
+
+    def hook(unraisable: Any) -> None:
+        error = unraisable.exc_value
+        if isinstance(error, RuntimeError) and str(error) == "Event loop is closed":
+            return
+        previous(unraisable)
+
+    hook.drops_closed_loop_reports = True  # type: ignore[attr-defined]
+    sys.unraisablehook = hook
 
 
 def _check_same_shapes(expected: Any, restored: Any, directory: str, epoch: int) -> None:

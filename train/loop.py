@@ -252,7 +252,7 @@ def _report_progress(on_progress: Callable[[int], None], i: jax.Array, num_batch
     A one-way ``jax.debug.callback``: the device does not wait for an answer, and the
     metrics stay in the loop carry (the one host sync is still the epoch's end).
     """
-    every = max(1, num_batches // PROGRESS_REPORTS_PER_EPOCH)
+    every = -(-num_batches // PROGRESS_REPORTS_PER_EPOCH)  # ceil: at most 50 multiples
     done = i + 1
     lax.cond(
         (done % every == 0) | (done == num_batches),
@@ -286,7 +286,7 @@ def train_epoch(
       state: the current state (donated: do not use it after the call).
       images: the whole training set, uint8 ``[N, H, W, C]``, on the device(s).
       labels: int32 ``[N]``.
-      mean: per-channel mean of the raw images (float32 ``[C]``, 0-255 scale).
+      mean: per-channel mean of the raw images (float32 ``[C]``, on the [0, 1] scale).
       std: per-channel standard deviation (float32 ``[C]``).
       key: the epoch's PRNG key (permutation and augmentation).
       batch_size: examples per batch (static); ``N // batch_size`` batches, the last
