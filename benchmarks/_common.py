@@ -110,6 +110,48 @@ def grid_of(args: argparse.Namespace) -> str:
     return "smoke" if args.smoke else resolve_grid(args.grid)
 
 
+def positive_int(text: str) -> int:
+    """An ``argparse`` type: an integer >= 1 (a bad value is a one-line usage error).
+
+    Example:
+      >>> positive_int("3")
+      3
+    """
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def chosen_grid(
+    args: argparse.Namespace,
+    grids: dict[str, dict[str, Any]],
+    notes: dict[str, str],
+    overrides: dict[str, Any],
+) -> tuple[str, dict[str, Any], str]:
+    """``(grid name, grid, note)``: the grid the flags chose, with the overrides applied.
+
+    Every override that is not ``None`` replaces the grid's entry (lists become tuples)
+    and is named in the note, so a report never hides that its grid was changed.
+
+    Example:
+      >>> args = base_parser("x").parse_args(["--smoke"])
+      >>> chosen_grid(args, {"smoke": {"epochs": 1, "k": 2}}, {"smoke": "tiny."},
+      ...             {"epochs": 3, "k": None})
+      ('smoke', {'epochs': 3, 'k': 2}, 'tiny. Overridden: epochs=3.')
+    """
+    name = grid_of(args)
+    grid, note = dict(grids[name]), notes[name]
+    for key, value in overrides.items():
+        if value is not None:
+            grid[key] = tuple(value) if isinstance(value, list) else value
+            note += f" Overridden: {key}={grid[key]}."
+    return name, grid, note.strip()
+
+
 def versions() -> dict[str, str]:
     """Versions of the libraries that decide the numbers."""
     import flax

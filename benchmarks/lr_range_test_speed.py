@@ -7,12 +7,13 @@ the same optimizer (SGD, momentum 0.9) on the same model and batch (a batch of
 Fashion-MNIST training images), from the same initial parameters:
 
 * ``scan``: one call of ``po.lr_range_test`` (one jitted ``lax.scan``);
-* ``python_loop``: the usual LR finder: a Python ``for`` loop over the rates calling a
-  jitted step (compiled once, the rate a traced argument) and reading the loss back
-  after every step (``float(loss)``) to smooth it and watch for divergence; it runs all
-  steps, as the scan does;
+* ``python_loop``: the usual LR finder (fastai's ``lr_find``, PyTorch's LR finders): a
+  Python ``for`` loop over the rates calling a jitted step (compiled once, the rate a
+  traced argument) and reading the loss back after every step (``float(loss)``) to smooth
+  it and stop at divergence, as the scan stops (both record the same steps);
 * ``python_loop_async``: the same loop keeping the losses on the device and syncing once
-  at the end (the loop's best case, for reference).
+  at the end, told in advance how many steps the scan recorded (the loop's best case, for
+  reference).
 
 Each variant is warmed up once (compilation measured apart), then timed ``repeats`` times;
 the medians and the speed-up of the scan are reported, and the two sweeps' losses are
@@ -22,6 +23,7 @@ loss curve and its suggestions.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -102,8 +104,15 @@ def python_loop(
     learning_rates: np.ndarray,
     *,
     sync_every_step: bool,
+    num_steps: int | None = None,
 ) -> Callable[[], np.ndarray]:
-    """A compiled-once Python-loop sweep; returns ``run() -> losses``.
+    """A compiled-once Python-loop sweep; returns ``run() -> losses`` (NaN after a stop).
+
+    With ``sync_every_step`` it is fastai's and PyTorch's LR finder: the loss comes back to
+    the host after every step, is smoothed there, and the sweep stops once the smoothed
+    loss exceeds 4x its best (as ``po.lr_range_test`` does inside its scan). Without, the
+    losses stay on the device until the end and the loop runs ``num_steps`` steps (the
+    number the scan recorded: the loop's best case, knowing in advance where to stop).
 
     Example:
       >>> loss_fn = lambda p, b: jnp.sum((p["w"] - b) ** 2)
@@ -120,22 +129,27 @@ def python_loop(
 
     step = jax.jit(step)
     opt_state0 = optimizer_factory(learning_rates[0]).init(params)
+    steps = len(learning_rates) if num_steps is None else num_steps
 
     def run() -> np.ndarray:
         p, s = params, opt_state0
         losses: list[Any] = []
-        smoothed, best = 0.0, float("inf")
-        for i, lr in enumerate(learning_rates):
+        average, best = 0.0, float("inf")
+        for i, lr in enumerate(learning_rates[:steps]):
             p, s, loss = step(p, s, jnp.float32(lr))
-            if sync_every_step:  # what an LR finder does: smooth and check on the host
-                value = float(loss)
-                smoothed = 0.98 * smoothed + 0.02 * value
-                debiased = smoothed / (1 - 0.98 ** (i + 1))
-                best = min(best, debiased)
-                losses.append(value)
-            else:
+            if not sync_every_step:
                 losses.append(loss)
-        return np.asarray(jax.device_get(losses), np.float64)
+                continue
+            value = float(loss)  # what an LR finder does: smooth and check on the host
+            losses.append(value)
+            average = 0.98 * average + 0.02 * value
+            smoothed = average / (1 - 0.98 ** (i + 1))
+            best = min(best, smoothed)
+            if not math.isfinite(smoothed) or smoothed > 4.0 * best:
+                break
+        out = np.full(len(learning_rates), np.nan)
+        out[: len(losses)] = np.asarray(jax.device_get(losses), np.float64)
+        return out
 
     return run
 
@@ -162,7 +176,9 @@ def bench_config(
     runners: dict[str, Callable[[], Any]] = {
         "scan": scan,
         "python_loop": python_loop(loss_fn, params, batch, lrs, sync_every_step=True),
-        "python_loop_async": python_loop(loss_fn, params, batch, lrs, sync_every_step=False),
+        "python_loop_async": python_loop(
+            loss_fn, params, batch, lrs, sync_every_step=False, num_steps=result.num_recorded
+        ),
     }
     first = {"scan": first_s}
     outputs: dict[str, Any] = {"scan": result}
@@ -207,16 +223,9 @@ def bench_config(
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the benchmark; prints the table; writes the .md/.json/.png. Returns 0."""
     parser = C.base_parser(__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, help="override the grid's repeats")
+    parser.add_argument("--repeats", type=C.positive_int, help="override the grid's repeats")
     args = parser.parse_args(argv)
-    grid_name = C.grid_of(args)
-    grid = dict(GRIDS[grid_name])
-    note = GRID_NOTES[grid_name]
-    if args.repeats is not None:
-        if args.repeats < 1:
-            raise ValueError(f"--repeats must be >= 1, got {args.repeats}")
-        grid["repeats"] = args.repeats
-        note += f" Overridden: repeats={args.repeats}."
+    grid_name, grid, note = C.chosen_grid(args, GRIDS, GRID_NOTES, {"repeats": args.repeats})
     settings = {
         **grid,
         "min_lr": MIN_LR,

@@ -55,7 +55,7 @@ GRIDS: dict[str, dict[str, Any]] = {
         "models": ("alexnet", "vgg16", "resnet34"),
         "batch_size": 16,
         "image_shape": (32, 32, 3),
-        "rounds": 7,
+        "rounds": 15,
         "steps_per_sample": 1,
         "warmup_steps": 1,
         "update_rounds": 9,
@@ -76,7 +76,7 @@ GRIDS: dict[str, dict[str, Any]] = {
 GRID_NOTES = {
     "full": "",
     "reduced": "CPU grid: batch 16 instead of 512 (a batch-512 ResNet-34 step takes "
-    "minutes on 2 cores), 7 rounds of 1 step instead of 20 rounds of 5 steps; same models, "
+    "minutes on 2 cores), 15 rounds of 1 step instead of 20 rounds of 5 steps; same models, "
     "optimizers and 32x32x3 synthetic data. Full grid: `--grid full`.",
     "smoke": "smoke test: the tiny test model on 8x8x3, 2 rounds; the numbers mean nothing.",
 }
@@ -211,22 +211,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Runs the benchmark; prints the table; writes the .md/.json. Returns 0."""
     parser = C.base_parser(__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", help="override the grid's models")
-    parser.add_argument("--batch-size", type=int, help="override the grid's batch size")
-    parser.add_argument("--rounds", type=int, help="override the grid's timing rounds")
+    parser.add_argument("--batch-size", type=C.positive_int, help="override the batch size")
+    parser.add_argument("--rounds", type=C.positive_int, help="override the timing rounds")
     args = parser.parse_args(argv)
-    grid_name = C.grid_of(args)
-    grid = dict(GRIDS[grid_name])
-    note = GRID_NOTES[grid_name]
-    for key, value in (("models", args.models), ("batch_size", args.batch_size)):
-        if value is not None:
-            grid[key] = tuple(value) if key == "models" else value
-            note += f" Overridden: {key}={value}."
-    if args.rounds is not None:
-        if args.rounds < 1:
-            raise ValueError(f"--rounds must be >= 1, got {args.rounds}")
-        grid["rounds"] = args.rounds
-        note += f" Overridden: rounds={args.rounds}."
-    head = C.header(BENCHMARK, grid_name, note.strip(), grid)
+    grid_name, grid, note = C.chosen_grid(
+        args,
+        GRIDS,
+        GRID_NOTES,
+        {"models": args.models, "batch_size": args.batch_size, "rounds": args.rounds},
+    )
+    head = C.header(BENCHMARK, grid_name, note, grid)
     C.log(f"{BENCHMARK} on {head['device']}, grid {grid_name}")
 
     results = []

@@ -14,6 +14,9 @@ also in its layer-wise variant (``po.layerwise``, equation 9 of the layer-specif
   between 0.001 and 0.1 (``po.cyclic_schedule``), half-cycle ``--clr-half-cycle`` epochs
   (thesis: 10 epochs' iterations over 300 epochs; default here epochs / 10).
 
+``--lr-scale`` multiplies every learning rate of every method alike (the CPU grid halves
+them: Caffe's LeNet-5 diverges at the thesis's 0.1 under the scheduled SGD).
+
 Every run uses :func:`train.loop.train_epoch` (AOT-compiled; compile and evaluation
 excluded from the time axis). The optimizer is wrapped in :func:`with_eta_trace`, which
 records the learning rate (eta) of every iteration in the optimizer state, so the loop
@@ -36,7 +39,7 @@ from jax import lax
 import models
 import polyak_optax as po
 from benchmarks import _common as C
-from benchmarks.thesis_persistency import load_data, run_one
+from benchmarks.thesis_persistency import data_settings, load_data, run_one
 from train.optimizers import build_optimizer, learning_rate_of
 
 BENCHMARK = "thesis_adaptive"
@@ -62,16 +65,18 @@ GRIDS: dict[str, dict[str, Any]] = {
         "test_subset": None,
         "seeds": (0, 1, 2),
         "methods": METHODS,
+        "lr_scale": 1.0,
     },
     "reduced": {
         "model": "lenet5",
         "dataset": "fashion_mnist",
         "batch_size": 512,
         "epochs": 15,
-        "train_subset": 6144,
+        "train_subset": 10240,
         "test_subset": 2000,
         "seeds": (0,),
         "methods": METHODS,
+        "lr_scale": 0.5,
     },
     "smoke": {
         "model": "tiny",
@@ -82,14 +87,18 @@ GRIDS: dict[str, dict[str, Any]] = {
         "test_subset": 16,
         "seeds": (0,),
         "methods": ("scheduled", "adaptive", "clr", "adaptive_layerwise"),
+        "lr_scale": 1.0,
     },
 }
 GRID_NOTES = {
     "full": "",
-    "reduced": "CPU grid: LeNet-5 instead of the reduced AlexNet (~85 images/s on this CPU), "
-    "a class-balanced 6,144-image Fashion-MNIST training subset (12 batches of 512 per "
-    "epoch), a 2,000-image test subset, 15 epochs instead of 100, one seed. Full grid "
-    "(AlexNet, full data, 100 epochs, 3 seeds): `--grid full`.",
+    "reduced": "CPU grid: LeNet-5 instead of the reduced AlexNet (about 100 images/s on 2 "
+    "CPU cores), a class-balanced 10,240-image Fashion-MNIST training subset (20 batches of "
+    "512 per epoch), a 2,000-image test subset, 15 epochs instead of 100, one seed, and "
+    "every learning rate halved (lr_scale 0.5: scheduled 0.05 / 0.005 / 0.0005, CLR and "
+    "adaptive eta in [0.0005, 0.05]): Caffe's LeNet-5 diverges under the scheduled "
+    "Nesterov SGD at the thesis's 0.1 (NaN loss in epoch 2). Full grid (AlexNet, full "
+    "data, 100 epochs, 3 seeds, lr_scale 1): `--grid full`.",
     "smoke": "smoke test: the tiny test model on synthetic 8x8x1 data; numbers mean nothing.",
 }
 
@@ -151,8 +160,12 @@ def make_method(
     epochs: int,
     boundaries: Sequence[float],
     clr_half_cycle: float,
+    lr_scale: float = 1.0,
 ) -> optax.GradientTransformationExtraArgs:
     """The optimizer of method ``name`` (see the module docstring), without the eta trace.
+
+    ``lr_scale`` multiplies every learning rate of every method alike (the scheduled
+    rates, the CLR bounds and adaptive Nesterov's eta bounds).
 
     Example:
       >>> tx = make_method("clr_layerwise", steps_per_epoch=10, epochs=5,
@@ -162,14 +175,17 @@ def make_method(
     """
     if name not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}, got {name!r}")
+    if not lr_scale > 0:
+        raise ValueError(f"lr_scale must be positive, got {lr_scale}")
     base, layerwise = name.removesuffix("_layerwise"), name.endswith("_layerwise")
     total = steps_per_epoch * epochs
+    lr_min, lr_max = LR_MIN * lr_scale, LR_MAX * lr_scale
     if base == "adaptive":
         return build_optimizer(
             "adaptive_nesterov",
-            LR_MAX,
+            lr_max,
             ADAPTIVE_MOMENTUM,
-            min_learning_rate=LR_MIN,
+            min_learning_rate=lr_min,
             steps_per_epoch=steps_per_epoch,
             epochs=epochs,
             layerwise=layerwise,
@@ -177,10 +193,10 @@ def make_method(
     if base == "clr":
         return build_optimizer(
             "nesterov",
-            LR_MAX,
+            lr_max,
             SCHEDULED_MOMENTUM,
             schedule="cyclic",
-            min_learning_rate=LR_MIN,
+            min_learning_rate=lr_min,
             cycle_epochs=clr_half_cycle,
             steps_per_epoch=steps_per_epoch,
             epochs=epochs,
@@ -188,7 +204,7 @@ def make_method(
         )
     # 0.1 / 0.01 / 0.001 with the drops at the given fractions of the run.
     steps = sorted({max(1, round(f * total)) for f in boundaries})
-    schedule = optax.piecewise_constant_schedule(LR_MAX, {s: 0.1 for s in steps})
+    schedule = optax.piecewise_constant_schedule(lr_max, {s: 0.1 for s in steps})
     inner = optax.inject_hyperparams(optax.sgd, static_args=("nesterov",))(
         learning_rate=schedule, momentum=SCHEDULED_MOMENTUM, nesterov=True
     )
@@ -203,11 +219,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--model", choices=models.MODEL_NAMES, help="override the model")
     parser.add_argument("--dataset", choices=("fashion_mnist", "mnist", "cifar10"))
     parser.add_argument("--data-dir", help="directory with the data set files")
-    parser.add_argument("--epochs", type=int)
-    parser.add_argument("--batch-size", type=int)
-    parser.add_argument("--train-subset", type=int)
-    parser.add_argument("--test-subset", type=int)
-    parser.add_argument("--seeds", type=int, help="number of seeds (0..N-1)")
+    parser.add_argument("--epochs", type=C.positive_int)
+    parser.add_argument("--batch-size", type=C.positive_int)
+    parser.add_argument("--train-subset", type=C.positive_int)
+    parser.add_argument("--test-subset", type=C.positive_int)
+    parser.add_argument("--seeds", type=C.positive_int, help="number of seeds (0..N-1)")
     parser.add_argument("--methods", nargs="+", choices=METHODS)
     parser.add_argument(
         "--boundaries",
@@ -220,26 +236,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--clr-half-cycle", type=float, help="CLR half-cycle in epochs (default epochs / 10)"
     )
     parser.add_argument("--no-augment", action="store_true", help="Figure 3.5's setup")
+    parser.add_argument(
+        "--lr-scale", type=float, help="multiply every method's learning rates by this"
+    )
     args = parser.parse_args(argv)
-    grid_name = C.grid_of(args)
-    grid = dict(GRIDS[grid_name])
-    note = GRID_NOTES[grid_name]
-    overrides = {
-        "model": args.model,
-        "dataset": args.dataset,
-        "epochs": args.epochs,
-        "batch_size": args.batch_size,
-        "train_subset": args.train_subset,
-        "test_subset": args.test_subset,
-        "seeds": None if args.seeds is None else tuple(range(args.seeds)),
-        "methods": None if args.methods is None else tuple(args.methods),
-    }
-    for key, value in overrides.items():
-        if value is not None:
-            grid[key] = value
-            note += f" Overridden: {key}={value}."
-    if grid["epochs"] < 1:
-        raise ValueError(f"--epochs must be >= 1, got {grid['epochs']}")
+    grid_name, grid, note = C.chosen_grid(
+        args,
+        GRIDS,
+        GRID_NOTES,
+        {
+            "model": args.model,
+            "dataset": args.dataset,
+            "epochs": args.epochs,
+            "batch_size": args.batch_size,
+            "train_subset": args.train_subset,
+            "test_subset": args.test_subset,
+            "seeds": None if args.seeds is None else tuple(range(args.seeds)),
+            "methods": args.methods,
+            "lr_scale": args.lr_scale,
+        },
+    )
     if not 0 < args.boundaries[0] < args.boundaries[1] < 1:
         raise ValueError(f"--boundaries must satisfy 0 < a < b < 1, got {args.boundaries}")
     half_cycle = args.clr_half_cycle or max(grid["epochs"] / 10, 0.5)
@@ -252,14 +268,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "augment": augment,
         "boundaries": list(args.boundaries),
         "clr_half_cycle_epochs": half_cycle,
-        "clr_range": [LR_MIN, LR_MAX],
+        "lr_range": [LR_MIN * grid["lr_scale"], LR_MAX * grid["lr_scale"]],
         "scheduled_momentum": SCHEDULED_MOMENTUM,
         "adaptive_momentum": ADAPTIVE_MOMENTUM,
         "steps_per_epoch": steps_per_epoch,
-        "train_size": len(ds.train_labels),
-        "test_size": len(ds.test_labels),
-        "image_shape": list(ds.train_images.shape[1:]),
-        "data_source": ds.source,
+        **data_settings(ds),
     }
     head = C.header(BENCHMARK, grid_name, note, settings)
     C.log(
@@ -278,6 +291,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     epochs=grid["epochs"],
                     boundaries=args.boundaries,
                     clr_half_cycle=half_cycle,
+                    lr_scale=grid["lr_scale"],
                 ),
                 total_steps,
             )
@@ -429,15 +443,17 @@ def render(payload: dict[str, Any]) -> str:
         ]
         for r in payload["rows"]
     ]
+    lo, hi = s["lr_range"]
     lines = [
         C.header_markdown(payload, "Thesis Figures 3.5/3.8: adaptive Nesterov vs schedule vs CLR"),
         f"{s['model']} on {s['dataset']} ({s['train_size']} training / {s['test_size']} test "
         f"images), batch {s['batch_size']}, {s['epochs']} epochs ({s['steps_per_epoch']} "
         f"iterations each), augmentation {'on' if s['augment'] else 'off'}, seeds "
-        f"{list(s['seeds'])}. scheduled: Nesterov momentum {s['scheduled_momentum']}, lr 0.1 "
-        f"/ 0.01 / 0.001 with drops at {s['boundaries'][0]:.0%} and {s['boundaries'][1]:.0%} "
-        f"of the run; adaptive: alpha {s['adaptive_momentum']}, eta in [0.001, 0.1]; clr: "
-        f"Nesterov momentum {s['scheduled_momentum']}, triangular lr in [0.001, 0.1], "
+        f"{list(s['seeds'])}. scheduled: Nesterov momentum {s['scheduled_momentum']}, lr "
+        f"{hi:g} / {hi / 10:g} / {hi / 100:g} with drops at {s['boundaries'][0]:.0%} and "
+        f"{s['boundaries'][1]:.0%} of the run; adaptive: alpha {s['adaptive_momentum']}, eta "
+        f"in [{lo:g}, {hi:g}]; clr: Nesterov momentum {s['scheduled_momentum']}, triangular "
+        f"lr in [{lo:g}, {hi:g}], "
         f"half-cycle {s['clr_half_cycle_epochs']:g} epochs; `_layerwise`: wrapped in "
         "`po.layerwise` (eta shown is the base rate before the per-layer factor). Times are "
         "training seconds (compile and evaluation excluded).",
