@@ -14,13 +14,15 @@ import math
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from train import checkpoints, cli, progress
+from train import checkpoints, cli, interrupt, progress
 from train.data import DEBIAN_FASHION_MNIST_DIR
 
 REPO = Path(__file__).resolve().parents[1]
@@ -296,6 +298,77 @@ def test_unreadable_checkpoint_directory_fails_with_one_line(synthetic_run, tmp_
     assert _main("--resume", "--workdir", workdir, "--epochs", 2, "--no-progress") == 3
     err = capsys.readouterr().err.strip().splitlines()
     assert err and err[-1].startswith(f"{cli.PROG}: error: ") and "checkpoint" in err[-1]
+
+
+def _interrupted_run(workdir: Path, signals: int) -> tuple[subprocess.CompletedProcess, int]:
+    """A long synthetic run sent ``signals`` SIGINTs once it has finished 2 epochs."""
+    args = [*SYNTHETIC[: SYNTHETIC.index("--schedule")], "--no-progress", "--epochs", "100000"]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "train", *args, "--workdir", str(workdir)],
+        cwd=REPO,
+        env=_subprocess_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    metrics = workdir / "metrics.jsonl"
+    deadline = time.monotonic() + 120
+    while not (metrics.exists() and len(metrics.read_text().splitlines()) >= 2):
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+        time.sleep(0.05)
+    for _ in range(signals):
+        process.send_signal(signal.SIGINT)
+        time.sleep(0.02)  # two signals at once would reach Python's handler as one
+    out, err = process.communicate(timeout=120)
+    result = subprocess.CompletedProcess(process.args, process.returncode, out, err)
+    return result, checkpoints.Checkpointer(workdir / "checkpoints").latest_epoch()
+
+
+def test_ctrl_c_finishes_and_saves_the_running_epoch_then_resumes(tmp_path):
+    workdir = tmp_path / "run"
+    result, saved = _interrupted_run(workdir, signals=1)
+    assert result.returncode == 130, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 2 and "Ctrl-C" in lines[0], result.stderr
+    assert lines[1] == (
+        f"{cli.PROG}: interrupted: epoch {saved} is saved; continue with --resume "
+        f"--workdir {workdir}"
+    )
+    assert [r["epoch"] for r in _records(workdir)] == list(range(1, saved + 1))
+    assert _main("--resume", "--workdir", workdir, "--epochs", saved + 1) == 0
+    assert [r["epoch"] for r in _records(workdir)] == list(range(1, saved + 2))
+
+
+def test_a_second_ctrl_c_keeps_metrics_and_checkpoints_in_step(tmp_path):
+    """Aborted mid-epoch or stopped after it (a race), the files agree and resume works."""
+    workdir = tmp_path / "run"
+    result, saved = _interrupted_run(workdir, signals=2)
+    assert result.returncode == 130, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last in (
+        f"{cli.PROG}: interrupted: epoch {saved} is saved; continue with --resume "
+        f"--workdir {workdir}",
+        f"{cli.PROG}: aborted; the checkpoint of epoch {saved} is kept: continue with "
+        f"--resume --workdir {workdir}",
+    ), result.stderr
+    assert [r["epoch"] for r in _records(workdir)] == list(range(1, saved + 1))
+    assert _main("--resume", "--workdir", workdir, "--epochs", saved + 1) == 0
+    assert [r["epoch"] for r in _records(workdir)] == list(range(1, saved + 2))
+
+
+def test_stop_after_epoch_asks_first_and_aborts_on_the_second_signal():
+    stream = io.StringIO()
+    stop = interrupt.StopAfterEpoch("stopping", stream)
+    stop._handle(signal.SIGINT, None)
+    assert stop.requested and stream.getvalue() == "stopping\n"
+    with pytest.raises(KeyboardInterrupt):
+        stop._handle(signal.SIGINT, None)
+    with pytest.raises(KeyboardInterrupt), stop.deferred():
+        stop._handle(signal.SIGINT, None)  # deferred: the block runs to its end
+        finished = True
+    assert finished
 
 
 def test_workdir_holding_a_run_needs_resume_or_overwrite(synthetic_run):

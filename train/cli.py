@@ -15,8 +15,9 @@ about a minute on a laptop CPU, >= 88% test accuracy). Every run writes to its w
 ``--resume`` continues the run of ``--workdir`` from its last complete checkpoint with the
 saved configuration (only ``--epochs`` and the non-numerical flags such as ``--data-dir``
 may change) and gives the same numbers as an uninterrupted run: each epoch's PRNG key is
-derived from ``--seed`` and the epoch number, never from consumed state. Ctrl-C stops
-after the running epoch's call returns and keeps the last complete checkpoint.
+derived from ``--seed`` and the epoch number, never from consumed state. Ctrl-C lets the
+running epoch finish, saves it and exits with status 130; a second Ctrl-C aborts at once,
+keeping the last complete checkpoint (``metrics.jsonl`` is cut back to match it).
 
 Errors (bad flags, a missing data set, an unreadable checkpoint) end with one line on
 stderr and a non-zero exit status, without a traceback.
@@ -41,7 +42,7 @@ import numpy as np
 
 import models
 import polyak_optax as po
-from train import augment, checkpoints, data, loop, optimizers, progress, sharding
+from train import augment, checkpoints, data, interrupt, loop, optimizers, progress, sharding
 from train.optimizers import OPTIMIZERS, SCHEDULES
 
 PROG = "polyak-train"
@@ -476,49 +477,70 @@ def train_and_evaluate(config: dict[str, Any], explicit: set[str] | None = None)
         ).compile()
         print(f"compiled in {time.perf_counter() - t0:.1f}s", flush=True)
         epoch = start_epoch
+        stop = interrupt.StopAfterEpoch(
+            f"{PROG}: Ctrl-C: stopping after the running epoch, which will be saved "
+            "(Ctrl-C again to abort at once)"
+        )
         try:
-            for epoch in range(start_epoch + 1, epochs + 1):
-                bar.start_epoch(epoch, steps_per_epoch)
-                t0 = time.perf_counter()
-                key = jax.random.fold_in(data_key, epoch)
-                state, train_metrics = epoch_fn(state, train_images, train_labels, mean, std, key)
-                test_metrics = eval_fn(state, test_images, test_labels, mean, std)
-                train_metrics, test_metrics, step = jax.device_get(
-                    (train_metrics, test_metrics, state.step)
-                )  # the epoch's one host sync
-                epoch_time = time.perf_counter() - t0
-                wall_time += epoch_time
-                record = {
-                    "epoch": epoch,
-                    "step": int(step),
-                    "wall_time": round(wall_time, 4),
-                    "epoch_time": round(epoch_time, 4),
-                    "train_loss": _finite_or_none(train_metrics["loss"]),
-                    "train_accuracy": _finite_or_none(train_metrics["accuracy"]),
-                    "test_loss": _finite_or_none(test_metrics["loss"]),
-                    "test_accuracy": _finite_or_none(test_metrics["accuracy"]),
-                    "learning_rate": _finite_or_none(train_metrics["learning_rate"]),
-                }
-                history.append(record)
-                metrics_log.append(record)
-                ckpt.save(
-                    epoch,
-                    state.arrays(),
-                    {"epoch": epoch, "wall_time": wall_time, "history": history},
-                )
-                bar.update(record, epochs)
-        except KeyboardInterrupt:
+            with stop:
+                for epoch in range(start_epoch + 1, epochs + 1):
+                    bar.start_epoch(epoch, steps_per_epoch)
+                    t0 = time.perf_counter()
+                    key = jax.random.fold_in(data_key, epoch)
+                    state, train_metrics = epoch_fn(
+                        state, train_images, train_labels, mean, std, key
+                    )
+                    test_metrics = eval_fn(state, test_images, test_labels, mean, std)
+                    train_metrics, test_metrics, step = jax.device_get(
+                        (train_metrics, test_metrics, state.step)
+                    )  # the epoch's one host sync
+                    epoch_time = time.perf_counter() - t0
+                    wall_time += epoch_time
+                    record = {
+                        "epoch": epoch,
+                        "step": int(step),
+                        "wall_time": round(wall_time, 4),
+                        "epoch_time": round(epoch_time, 4),
+                        "train_loss": _finite_or_none(train_metrics["loss"]),
+                        "train_accuracy": _finite_or_none(train_metrics["accuracy"]),
+                        "test_loss": _finite_or_none(test_metrics["loss"]),
+                        "test_accuracy": _finite_or_none(test_metrics["accuracy"]),
+                        "learning_rate": _finite_or_none(train_metrics["learning_rate"]),
+                    }
+                    history.append(record)
+                    with stop.deferred():  # never abort inside orbax
+                        ckpt.save(
+                            epoch,
+                            state.arrays(),
+                            {"epoch": epoch, "wall_time": wall_time, "history": history},
+                        )
+                        metrics_log.append(record)
+                    bar.update(record, epochs)
+                    if stop.requested and epoch < epochs:
+                        break
+                bar.close()
+                with stop.deferred():  # the last asynchronous save reaches the disk
+                    ckpt.close()
+        except KeyboardInterrupt:  # the second Ctrl-C: abort the running epoch
             bar.close()
             ckpt.close()
             done = ckpt.latest_epoch()
+            metrics_log.rewrite([r for r in history if done is not None and r["epoch"] <= done])
             print(
-                f"{PROG}: interrupted during epoch {epoch}; the checkpoint of epoch {done} is "
-                f"kept: continue with --resume --workdir {workdir}",
+                f"{PROG}: aborted; the checkpoint of epoch {done} is kept: continue with "
+                f"--resume --workdir {workdir}",
                 file=sys.stderr,
                 flush=True,
             )
             return 130
-        bar.close()
+        if stop.requested and epoch < epochs:
+            print(
+                f"{PROG}: interrupted: epoch {epoch} is saved; continue with --resume "
+                f"--workdir {workdir}",
+                file=sys.stderr,
+                flush=True,
+            )
+            return 130
     ckpt.close()
     label = f"{config['model']}_{config['optimizer']}_{batch_size}"
     print(progress.format_summary(history, label, persistency), flush=True)
