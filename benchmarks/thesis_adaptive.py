@@ -36,10 +36,9 @@ import jax.numpy as jnp
 import optax
 from jax import lax
 
-import models
 import polyak_optax as po
 from benchmarks import _common as C
-from benchmarks.thesis_persistency import data_settings, load_data, run_one
+from benchmarks.thesis_persistency import add_training_flags, data_settings, load_data, run_one
 from train.optimizers import build_optimizer, learning_rate_of
 
 BENCHMARK = "thesis_adaptive"
@@ -216,14 +215,8 @@ def make_method(
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs every method; prints the tables; writes the .md/.json/.png. Returns 0."""
     parser = C.base_parser(__doc__.splitlines()[0])
-    parser.add_argument("--model", choices=models.MODEL_NAMES, help="override the model")
-    parser.add_argument("--dataset", choices=("fashion_mnist", "mnist", "cifar10"))
-    parser.add_argument("--data-dir", help="directory with the data set files")
-    parser.add_argument("--epochs", type=C.positive_int)
+    add_training_flags(parser)
     parser.add_argument("--batch-size", type=C.positive_int)
-    parser.add_argument("--train-subset", type=C.positive_int)
-    parser.add_argument("--test-subset", type=C.positive_int)
-    parser.add_argument("--seeds", type=C.positive_int, help="number of seeds (0..N-1)")
     parser.add_argument("--methods", nargs="+", choices=METHODS)
     parser.add_argument(
         "--boundaries",

@@ -17,6 +17,7 @@ Data: Fashion-MNIST (Debian's IDX files or ``--data-dir``); ``--dataset cifar10`
 
 from __future__ import annotations
 
+import argparse
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -92,6 +93,17 @@ def load_data(
         keep = data_lib.select_subset(ds.test_labels, test_subset, seed=0)
         ds = ds._replace(test_images=ds.test_images[keep], test_labels=ds.test_labels[keep])
     return ds
+
+
+def add_training_flags(parser: argparse.ArgumentParser) -> None:
+    """The flags both thesis benchmarks take: model, data, epochs, subsets, seeds."""
+    parser.add_argument("--model", choices=models.MODEL_NAMES, help="override the model")
+    parser.add_argument("--dataset", choices=("fashion_mnist", "mnist", "cifar10"))
+    parser.add_argument("--data-dir", help="directory with the data set files")
+    parser.add_argument("--epochs", type=C.positive_int)
+    parser.add_argument("--train-subset", type=C.positive_int)
+    parser.add_argument("--test-subset", type=C.positive_int)
+    parser.add_argument("--seeds", type=C.positive_int, help="number of seeds (0..N-1)")
 
 
 def data_settings(ds: data_lib.Dataset) -> dict[str, Any]:
@@ -193,13 +205,7 @@ def config_name(batch_size: int, lr: float) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the grid; prints Table 2.1; writes the .md/.json/.png. Returns 0."""
     parser = C.base_parser(__doc__.splitlines()[0])
-    parser.add_argument("--model", choices=models.MODEL_NAMES, help="override the model")
-    parser.add_argument("--dataset", choices=("fashion_mnist", "mnist", "cifar10"))
-    parser.add_argument("--data-dir", help="directory with the data set files")
-    parser.add_argument("--epochs", type=C.positive_int)
-    parser.add_argument("--train-subset", type=C.positive_int)
-    parser.add_argument("--test-subset", type=C.positive_int)
-    parser.add_argument("--seeds", type=C.positive_int, help="number of seeds (0..N-1)")
+    add_training_flags(parser)
     parser.add_argument("--batch-sizes", type=C.positive_int, nargs="+")
     parser.add_argument("--learning-rates", type=float, nargs="+")
     parser.add_argument("--persistencies", type=C.positive_int, nargs="+")
