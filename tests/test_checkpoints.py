@@ -157,6 +157,7 @@ def _kill_during_first_save(directory: Path) -> list[str]:
     child = subprocess.Popen(
         [sys.executable, "-c", _INTERRUPTED_SAVE, str(directory)],
         cwd=REPO,
+        env=dict(os.environ, JAX_PLATFORMS="cpu"),
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
@@ -260,7 +261,7 @@ def _big(value: float) -> dict:
     return {"w": jnp.asarray(rng.random(100_000, dtype=np.float32)), "step": jnp.int32(value)}
 
 
-def test_a_full_disk_fails_with_one_line_and_keeps_older_checkpoints(tmpfs, capfd):
+def test_a_full_disk_fails_with_one_line_and_keeps_older_checkpoints(tmpfs, capfd, caplog):
     directory = tmpfs / "checkpoints"
     ckpt = Checkpointer(directory, max_to_keep=3)
     ckpt.save(1, _big(1), {"epoch": 1})
@@ -272,6 +273,7 @@ def test_a_full_disk_fails_with_one_line_and_keeps_older_checkpoints(tmpfs, capf
     assert message.startswith(f"cannot save checkpoint 3 in {directory}: no space left on device")
     assert re.search(r"\(needs about 400\.0 kB, \d+\.\d kB free\)$", message), message
     assert capfd.readouterr().err == ""
+    assert caplog.records == []  # pytest captures orbax's absl logging before stderr
     assert sorted(os.listdir(directory)) == ["1", "2"]  # no temporary folder left
     epoch, arrays, _, skipped = Checkpointer(directory).restore_latest(_big(0))
     assert (epoch, skipped) == (2, [])
@@ -280,6 +282,41 @@ def test_a_full_disk_fails_with_one_line_and_keeps_older_checkpoints(tmpfs, capf
     shutil.rmtree(directory / "1")  # space freed: the same Checkpointer saves again
     ckpt.save(3, _big(3), {"epoch": 3})
     assert ckpt.epochs() == [2, 3]
+
+
+_FILL_DISK_THEN_DAMAGE = """
+import pathlib, sys, numpy as np, jax.numpy as jnp
+from train.checkpoints import Checkpointer, CheckpointError
+ckpt = Checkpointer(sys.argv[1])
+arrays = lambda epoch: {"w": jnp.asarray(np.random.default_rng(epoch).random(100_000, np.float32))}
+for epoch in (1, 2, 3):
+    try:
+        ckpt.save(epoch, arrays(epoch), {"epoch": epoch})
+    except CheckpointError as error:
+        print(error)
+for path in (pathlib.Path(sys.argv[1]) / "2").rglob("*"):
+    if path.parent.name == "d":
+        path.write_bytes(path.read_bytes()[:50])
+epoch, _, _, skipped = ckpt.restore_latest(arrays(0))
+print(epoch, skipped)
+"""
+
+
+def test_faults_print_nothing_on_stderr_outside_pytest(tmpfs):
+    """As the CLI meets them: outside pytest, orbax's absl log lines and tensorstore's late
+    callbacks would reach stderr (pytest captures both before ``capfd`` sees them)."""
+    result = subprocess.run(
+        [sys.executable, "-c", _FILL_DISK_THEN_DAMAGE, str(tmpfs / "checkpoints")],
+        cwd=REPO,
+        env=dict(os.environ, JAX_PLATFORMS="cpu"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert (result.returncode, result.stderr) == (0, "")
+    full_disk, fallback = result.stdout.splitlines()
+    assert full_disk.startswith("cannot save checkpoint 3 in ") and "no space left" in full_disk
+    assert fallback.startswith("1 [(2, 'its data file state/"), fallback
 
 
 def test_a_read_only_filesystem_fails_with_one_line(tmpfs, capfd):

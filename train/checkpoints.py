@@ -108,6 +108,8 @@ class Checkpointer:
 
     def cleanup_temporary(self) -> list[str]:
         """Deletes the temporary folders of interrupted saves; returns their paths."""
+        if not _is_primary():
+            return []
         try:
             names = sorted(os.listdir(self.directory))
         except FileNotFoundError:
@@ -168,6 +170,9 @@ class Checkpointer:
         except Exception as error:  # orbax and tensorstore raise many types
             self._abandon(epoch)
             raise CheckpointError(self._save_failure(epoch, arrays, meta, error)) from None
+        except BaseException:  # an abort (KeyboardInterrupt) inside orbax
+            self._abandon(epoch)
+            raise
         self._finite[epoch] = bool(finite)
         if _is_primary():
             self._rotate()

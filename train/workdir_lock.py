@@ -50,18 +50,26 @@ class WorkdirLock:
         self._fd: int | None = None
 
     def acquire(self) -> None:
-        """Takes the lock; raises :class:`WorkdirBusy` if another run holds it."""
+        """Takes the lock.
+
+        Raises:
+          WorkdirBusy: if another run holds it.
+          ValueError: if the workdir or its lock file cannot be created or written.
+        """
         if self._fd is not None:
             raise RuntimeError(f"the lock on {self.workdir} is already held by this object")
-        os.makedirs(self.workdir, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            os.makedirs(self.workdir, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as error:
+            raise ValueError(f"cannot lock workdir {self.workdir}: {error}") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as error:
             holder = _read_holder(fd)
             os.close(fd)
             if error.errno not in (errno.EAGAIN, errno.EACCES):
-                raise
+                raise ValueError(f"cannot lock workdir {self.workdir}: {error}") from None
             raise WorkdirBusy(
                 f"workdir {self.workdir} is in use by another run ({holder}); wait for it or "
                 "choose another --workdir"
@@ -69,9 +77,9 @@ class WorkdirLock:
         try:
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"{os.getpid()} {socket.gethostname()}\n".encode(), 0)
-        except OSError:
+        except OSError as error:
             os.close(fd)  # also releases the lock
-            raise
+            raise ValueError(f"cannot lock workdir {self.workdir}: {error}") from None
         self._fd = fd
 
     def release(self) -> None:
