@@ -170,9 +170,6 @@ class Checkpointer:
         except Exception as error:  # orbax and tensorstore raise many types
             self._abandon(epoch)
             raise CheckpointError(self._save_failure(epoch, arrays, meta, error)) from None
-        except BaseException:  # an abort (KeyboardInterrupt) inside orbax
-            self._abandon(epoch)
-            raise
         self._finite[epoch] = bool(finite)
         if _is_primary():
             self._rotate()
@@ -210,16 +207,12 @@ class Checkpointer:
                 self._finite[epoch] = False
         return self._finite[epoch]
 
-    def _remove_temporary(self, epoch: int) -> list[str]:
-        removed = []
+    def _remove_temporary(self, epoch: int) -> None:
         with contextlib.suppress(FileNotFoundError):
             for name in os.listdir(self.directory):
                 if name.startswith(f"{epoch}{TEMPORARY_MARK}"):
-                    path = os.path.join(self.directory, name)
                     with contextlib.suppress(OSError):
-                        _remove(path)
-                        removed.append(path)
-        return removed
+                        _remove(os.path.join(self.directory, name))
 
     def _abandon(self, epoch: int) -> None:
         """After a failed save: removes its temporary folder, drops orbax's state."""
@@ -237,7 +230,7 @@ class Checkpointer:
             with contextlib.suppress(TypeError, ValueError):
                 needed += len(json.dumps(meta))
             try:
-                free = f"{_format_bytes(shutil.disk_usage(_existing_parent(self.directory)).free)}"
+                free = _format_bytes(shutil.disk_usage(_existing_parent(self.directory)).free)
             except OSError:
                 free = "an unknown amount"
             return (
