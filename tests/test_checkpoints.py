@@ -175,6 +175,7 @@ def _kill_during_first_save(directory: Path) -> list[str]:
             if written:
                 child.send_signal(signal.SIGKILL)
                 break
+            time.sleep(0.002)
     finally:
         child.kill()
         child.wait()
