@@ -30,6 +30,7 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
+import optax
 
 import models
 from train import checkpoints, data, interrupt, loop, optimizers, progress, report, sharding
@@ -82,6 +83,8 @@ def run(
     dataset: data.Dataset | None = None,
     log: Callable[[str], None] | None = print,
     show_progress: bool | None = None,
+    tx: optax.GradientTransformation | Callable[[int], optax.GradientTransformation] | None = None,
+    on_epoch: Callable[[dict[str, Any], loop.TrainState], None] | None = None,
 ) -> History:
     """Trains and evaluates as ``config`` says; returns one record per epoch.
 
@@ -93,6 +96,12 @@ def run(
       log: where the run's lines go (``None``: silent).
       show_progress: draw the live line on stderr (``None``: when stderr is a terminal
         and ``config.progress``). It never changes what is computed.
+      tx: an optimizer to use instead of ``config.optimizer``'s registry entry, or a
+        function of the steps per epoch that builds one (``config.optimizer`` then only
+        names it in the logs).
+      on_epoch: called after each epoch (and its checkpoint) with the epoch's record and
+        the state (for example to read the optimizer state); do not keep the state: the
+        next epoch donates its buffers.
 
     Returns:
       The history: per epoch ``epoch``, ``step``, ``wall_time`` (training and evaluation
@@ -117,7 +126,7 @@ def run(
     say = log or (lambda line: None)
     lock = WorkdirLock(config.workdir) if config.workdir else contextlib.nullcontext()
     with lock:
-        return _run_locked(config, dataset, say, show_progress)
+        return _run_locked(config, dataset, say, show_progress, tx, on_epoch)
 
 
 def _run_locked(
@@ -125,6 +134,8 @@ def _run_locked(
     dataset: data.Dataset | None,
     say: Callable[[str], None],
     show_progress: bool | None,
+    tx: Any,
+    on_epoch: Callable[[dict[str, Any], loop.TrainState], None] | None,
 ) -> History:
     workdir = config.workdir
     ckpt = None
@@ -161,7 +172,10 @@ def _run_locked(
     eval_batch_size = min(config.eval_batch_size, len(dataset.test_labels))
     eval_batch_size = -(-eval_batch_size // mesh.size) * mesh.size
 
-    tx = optimizers.build_from_config(config, steps_per_epoch)
+    if tx is None:
+        tx = optimizers.build_from_config(config, steps_per_epoch)
+    elif not isinstance(tx, optax.GradientTransformation):
+        tx = tx(steps_per_epoch)
     spec = optimizers.OPTIMIZERS[config.optimizer]
     init_key, data_key = jax.random.split(jax.random.key(config.seed))
     model = models.create(config.model, dataset.num_classes)
@@ -317,6 +331,8 @@ def _run_locked(
                         )
                     sinks.add(history)  # only after the checkpoint is committed
                 bar.update(record)
+                if on_epoch is not None:
+                    on_epoch(record, state)
                 if stop.requested and epoch < epochs:
                     break
     except interrupt.Abort as abort:
