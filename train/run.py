@@ -223,6 +223,8 @@ def _run_locked(
     sinks = None
     if workdir is not None:
         _write_config(workdir, config, derived)
+        if not history:  # a new run: no curves or events of an earlier one in the workdir
+            report.remove_outputs(workdir)
         sinks = report.RunReport(workdir)
         sinks.restart(history)
 
@@ -338,7 +340,6 @@ def _run_locked(
     except interrupt.Abort as abort:
         bar.close()
         kept = ckpt.latest_epoch() if ckpt is not None else None
-        _close(ckpt, sinks)
         raise Aborted(
             f"{abort}: stopped at once; "
             + (
@@ -352,7 +353,7 @@ def _run_locked(
         ) from None
     finally:
         bar.close()
-    _close(ckpt, sinks)
+        _close(ckpt, sinks)
     if stop.requested and epoch < epochs:
         where = f": continue with {resume_command(workdir, epochs)}" if workdir else ""
         raise Interrupted(
