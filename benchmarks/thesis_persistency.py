@@ -362,6 +362,10 @@ def plot(
     return paths
 
 
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
 def _lines(text: str) -> list[str]:
     return [text, ""] if text else []
 
@@ -372,7 +376,7 @@ def render(payload: dict[str, Any]) -> str:
 
     def pm(row: dict[str, Any], key: str, fmt: str) -> str:
         v, sd = row[key], row[key + "_std"]
-        if v is None or (isinstance(v, float) and math.isnan(v)):
+        if _missing(v):
             return "-"
         return format(v, fmt) + (f" ± {format(sd, fmt)}" if row["seeds"] > 1 else "")
 
@@ -386,7 +390,7 @@ def render(payload: dict[str, Any]) -> str:
             pm(r, "min_loss", ".4f"),
             pm(r, "min_loss_time_s", ".1f"),
             pm(r, "min_loss_epoch", ".0f"),
-            f"{r['epoch_time_s']:.2f}",
+            "-" if _missing(r["epoch_time_s"]) else f"{r['epoch_time_s']:.2f}",
         ]
         for r in payload["rows"]
     ]
