@@ -185,6 +185,17 @@ def make_method(
       ...                  boundaries=(0.4, 0.7), clr_half_cycle=1.0)
       >>> callable(tx.update)
       True
+
+    Weight decay reaches the kernels only (here a zero gradient, Nesterov momentum 0.5:
+    the update is -0.1 * (1 + 0.5) * 0.5 * w):
+
+      >>> tx = make_method("scheduled", steps_per_epoch=1, epochs=1, boundaries=(0.4, 0.7),
+      ...                  clr_half_cycle=1.0, weight_decay=0.5)
+      >>> params = {"Dense_0": {"kernel": jnp.ones(2), "bias": jnp.ones(2)}}
+      >>> zero = jax.tree.map(jnp.zeros_like, params)
+      >>> updates, _ = tx.update(zero, tx.init(params), params, value=jnp.float32(1.0))
+      >>> updates["Dense_0"]["kernel"].tolist(), updates["Dense_0"]["bias"].tolist()
+      ([-0.075, -0.075], [0.0, 0.0])
     """
     if name not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}, got {name!r}")
