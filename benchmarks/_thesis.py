@@ -9,7 +9,7 @@ is written) and no log. :func:`train_one` turns its history into a benchmark run
   ``learning_rate``, ``nonfinite_batches``) plus ``time``: the cumulative *training*
   seconds, the sum of the ``epoch_time`` values (compile and evaluation excluded, the
   thesis's time axis; ``wall_time`` counts the evaluations too);
-* ``compile_s``: the compile time that :func:`train.run.run` logs;
+* ``compile_s``: the compile time that :func:`train.run.run` records;
 * ``diverged_epoch``: ``None``, or the epoch whose training loss was not finite. The run
   stops there (:class:`train.run.Diverged`) and its history keeps the finite epochs, as
   the thesis reports a diverged run (Figure 2.11: "made the parameters of the network
@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -45,7 +44,6 @@ from train.run import Diverged, run
 #: The weight decay of every thesis grid: the documents state none (module docstring).
 WEIGHT_DECAY = 0.0
 
-_COMPILED = re.compile(r"^compiled in ([0-9.]+)s$")
 
 
 def load_data(
@@ -163,16 +161,13 @@ def train_one(
     """
     if config.workdir is not None:
         raise ValueError("a benchmark run writes no workdir; leave config.workdir None")
-    lines: list[str] = []
     diverged_epoch = None
     try:
-        history = run(
-            config, dataset=ds, log=lines.append, show_progress=False, tx=tx, on_epoch=on_epoch
-        )
+        history = run(config, dataset=ds, log=None, show_progress=False, tx=tx, on_epoch=on_epoch)
     except Diverged as stop:
         history = stop.history
         diverged_epoch = len(history) + 1
-    compile_s = next((float(m[1]) for line in lines if (m := _COMPILED.match(line))), float("nan"))
+    compile_s = history[0]["compile_time"] if history else float("nan")
     total = 0.0
     out = []
     for record in history:

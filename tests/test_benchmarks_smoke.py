@@ -72,6 +72,7 @@ RUN_RECORD_KEYS = {
     "test_accuracy",
     "learning_rate",
     "nonfinite_batches",
+    "compile_time",
 }
 
 

@@ -25,6 +25,7 @@ import os
 import shutil
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -107,8 +108,9 @@ def run(
       The history: per epoch ``epoch``, ``step``, ``wall_time`` (training and evaluation
       seconds so far, compilation excluded), ``epoch_time`` (training seconds of that
       epoch), ``train_loss``, ``train_accuracy``, ``test_loss``, ``test_accuracy``,
-      ``learning_rate`` (the epoch's mean; ``None`` for an optimizer without one) and
-      ``nonfinite_batches``; non-finite numbers as ``None``.
+      ``learning_rate`` (the epoch's mean; ``None`` for an optimizer without one),
+      ``nonfinite_batches`` and ``compile_time`` (seconds this process spent compiling
+      the epoch and the evaluation); non-finite numbers as ``None``.
 
     Raises:
       Diverged, Interrupted, Aborted: see the module docstring.
@@ -268,7 +270,8 @@ def _run_locked(
         data_sharding=data_sharding,
         eval_params=spec.eval_params,
     ).compile()
-    say(f"compiled in {time.perf_counter() - t0:.1f}s")
+    compile_time = time.perf_counter() - t0
+    say(f"compiled in {compile_time:.1f}s")
 
     if show_progress is None:
         show_progress = config.progress and sys.stderr.isatty()
@@ -291,8 +294,7 @@ def _run_locked(
                     std,
                     jax.random.fold_in(data_key, epoch),
                 )
-                _wait(train_metrics, bar, t0)
-                epoch_time = time.perf_counter() - t0
+                epoch_time = _wait(train_metrics, bar, t0) - t0
                 test_metrics = eval_fn(state, test_images, test_labels, mean, std)
                 train_metrics, test_metrics, step = jax.device_get(
                     (train_metrics, test_metrics, state.step)
@@ -309,6 +311,7 @@ def _run_locked(
                     "test_accuracy": report.finite_or_none(test_metrics["accuracy"]),
                     "learning_rate": report.finite_or_none(train_metrics["learning_rate"]),
                     "nonfinite_batches": int(train_metrics["nonfinite"]),
+                    "compile_time": round(compile_time, 4),
                 }
                 params_finite = record["test_loss"] is not None
                 if (record["nonfinite_batches"] and config.on_nan == "stop") or not params_finite:
@@ -364,12 +367,27 @@ def _run_locked(
     return history
 
 
-def _wait(outputs: Any, bar: progress.EpochProgress, t0: float) -> None:
-    """Waits for the running epoch while signal handlers and the live line stay responsive."""
-    leaves = jax.tree.leaves(outputs)
-    while not all(x.is_ready() for x in leaves):
+def _wait(outputs: Any, bar: progress.EpochProgress, t0: float) -> float:
+    """Waits for the running epoch; returns the moment it finished (``perf_counter``).
+
+    A helper thread blocks on the result and stamps the finish time, so the time is
+    exact; the main thread waits on it in short slices, so that signal handlers run and
+    the live line moves while the device works.
+    """
+    finished: list[float] = []
+
+    def block() -> None:
+        jax.block_until_ready(outputs)
+        finished.append(time.perf_counter())
+
+    waiter = threading.Thread(target=block, daemon=True)
+    waiter.start()
+    while waiter.is_alive():
         bar.tick(time.perf_counter() - t0)
-        time.sleep(POLL_SECONDS)
+        waiter.join(POLL_SECONDS)
+    if not finished:  # the computation failed: let the caller see its error
+        jax.block_until_ready(outputs)
+    return finished[0]
 
 
 def _close(ckpt: checkpoints.Checkpointer | None, sinks: report.RunReport | None) -> None:
