@@ -436,6 +436,9 @@ def test_thesis_defaults():
             "max_learning_rate": 0.1,
             "min_grad_sq_norm": 1e-4,
             "max_grad_sq_norm": 1e10,
+            "store_grad": True,
+            "layerwise": False,
+            "layers": None,
         }
 
 
@@ -463,7 +466,6 @@ BAD_HYPERPARAMETERS = [
     ({"momentum": np.float32(1.5)}, "momentum"),
     ({"momentum": jnp.asarray(2.0)}, "momentum"),
     ({"momentum": None}, "momentum"),
-    ({"momentum": optax.constant_schedule(0.9)}, "momentum"),
     ({"momentum": "0.9"}, "momentum"),
     ({"confidence": 0.0}, "confidence"),
     ({"confidence": -1.0}, "confidence"),
@@ -478,6 +480,11 @@ BAD_HYPERPARAMETERS = [
     ({"max_grad_sq_norm": float("nan")}, "max_grad_sq_norm"),
     ({"min_learning_rate": 0.5, "max_learning_rate": 0.1}, "min_learning_rate"),
     ({"min_grad_sq_norm": 10.0, "max_grad_sq_norm": 1.0}, "min_grad_sq_norm"),
+    ({"store_grad": "no"}, "store_grad"),
+    ({"store_grad": None}, "store_grad"),
+    ({"layerwise": 1}, "layerwise"),
+    ({"layers": "by_module"}, "layers"),
+    ({"layers": po.layers_by_module}, "layers"),  # without layerwise=True
 ]
 
 
@@ -496,6 +503,8 @@ def test_edge_hyperparameters_are_accepted():
         {"min_learning_rate": 0.1, "max_learning_rate": 0.1},
         {"max_learning_rate": optax.cosine_decay_schedule(0.1, 10)},
         {"confidence": optax.linear_schedule(1.0, 0.5, 10), "f_min": lambda c: 0.1 / (c + 1)},
+        {"momentum": optax.linear_schedule(0.95, 0.85, 10), "store_grad": False},
+        {"layerwise": True, "layers": po.layers_by_module, "store_grad": np.bool_(True)},
     ):
         opt = po.adaptive_nesterov(**kwargs)
         updates, _ = opt.update(params, opt.init(params), params, value=1.0)
