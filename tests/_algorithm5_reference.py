@@ -59,16 +59,26 @@ def algorithm5(
     min_grad_sq_norm: float | None = None,
     max_grad_sq_norm: float | None = None,
     v0: Tree | None = None,
+    layerwise: bool = False,
 ) -> Trajectory:
     """Runs Algorithm 5 of the thesis in float64 with the section 3.4 clipping.
 
+    Complex params run in complex128 with ``||g||^2 = sum |g|^2`` (the oracle returns the
+    descent direction ``2 dL/d(conj w)``). With ``layerwise``, each key is a layer and
+    its gradient enters the velocity as ``eta * f_k * g_k``, ``f_k = 1 + log(1 +
+    1/||g_k||)`` (1 for a zero gradient), eta from the raw gradient (Singh et al.).
+
     ``v0`` is the velocity before the first step (the thesis starts from zero).
     """
-    w = {k: np.asarray(x, np.float64) for k, x in w1.items()}
+
+    def exact(x: Any) -> np.ndarray:
+        return np.asarray(x, np.complex128 if np.iscomplexobj(x) else np.float64)
+
+    w = {k: exact(x) for k, x in w1.items()}
     if v0 is None:
         v = {k: np.zeros_like(x) for k, x in w.items()}
     else:
-        v = {k: np.asarray(v0[k], np.float64) for k in w}
+        v = {k: np.asarray(v0[k], w[k].dtype) for k in w}
     ws, vs, etas, grad_sqs, losses = [w], [v], [], [], []
     active: dict[str, list[bool]] = {
         name: []
@@ -82,7 +92,8 @@ def algorithm5(
     for t in range(num_steps):
         look_ahead = {k: w[k] - momentum * v[k] for k in w}  # line 5
         loss, g = oracle(look_ahead, t)  # line 6
-        sq = sum(float(np.sum(g[k] ** 2)) for k in g)
+        layer_sq = {k: float(np.sum(np.abs(g[k]) ** 2)) for k in g}
+        sq = sum(layer_sq.values())
         grad_sqs.append(sq)
         active["min_grad_sq_norm"].append(min_grad_sq_norm is not None and sq < min_grad_sq_norm)
         active["max_grad_sq_norm"].append(max_grad_sq_norm is not None and sq > max_grad_sq_norm)
@@ -100,7 +111,12 @@ def algorithm5(
             eta = max(eta, min_learning_rate)
         if eta_max is not None:
             eta = min(eta, eta_max)
-        v = {k: momentum * v[k] + eta * g[k] for k in w}  # line 8
+        factor = dict.fromkeys(w, 1.0)
+        if layerwise:
+            factor = {
+                k: 1 + np.log1p(1 / np.sqrt(s)) if s > 0 else 1.0 for k, s in layer_sq.items()
+            }
+        v = {k: momentum * v[k] + eta * factor[k] * g[k] for k in w}  # line 8
         w = {k: w[k] - v[k] for k in w}  # line 9
         ws.append(w)
         vs.append(v)

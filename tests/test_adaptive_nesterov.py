@@ -65,7 +65,12 @@ def _as_numpy(tree: Any) -> Any:
 
 def _tree_axpy(a: float, x: Any, y: Any) -> Any:
     """a * x + y, leaf by leaf, in NumPy float64."""
-    return jax.tree.map(lambda u, w: a * np.asarray(u, np.float64) + np.asarray(w), x, y)
+    return jax.tree.map(lambda u, w: a * _exact(u) + np.asarray(w), x, y)
+
+
+def _exact(x: Any) -> np.ndarray:
+    """x in float64, or complex128 for complex x."""
+    return np.asarray(x, np.complex128 if np.iscomplexobj(x) else np.float64)
 
 
 def _velocity(state: Any) -> Any:
@@ -123,7 +128,7 @@ def _assert_close(actual: Any, expected: Any, tol: float) -> None:
     """
 
     def check(a: Any, e: Any) -> None:
-        a, e = np.asarray(a, np.float64), np.asarray(e, np.float64)
+        a, e = _exact(a), _exact(e)
         np.testing.assert_array_less(np.abs(a - e), tol * max(1.0, float(np.max(np.abs(e)))))
 
     jax.tree.map(check, actual, expected)
@@ -436,6 +441,9 @@ def test_thesis_defaults():
             "max_learning_rate": 0.1,
             "min_grad_sq_norm": 1e-4,
             "max_grad_sq_norm": 1e10,
+            "store_grad": True,
+            "layerwise": False,
+            "layers": None,
         }
 
 
@@ -463,7 +471,6 @@ BAD_HYPERPARAMETERS = [
     ({"momentum": np.float32(1.5)}, "momentum"),
     ({"momentum": jnp.asarray(2.0)}, "momentum"),
     ({"momentum": None}, "momentum"),
-    ({"momentum": optax.constant_schedule(0.9)}, "momentum"),
     ({"momentum": "0.9"}, "momentum"),
     ({"confidence": 0.0}, "confidence"),
     ({"confidence": -1.0}, "confidence"),
@@ -478,6 +485,11 @@ BAD_HYPERPARAMETERS = [
     ({"max_grad_sq_norm": float("nan")}, "max_grad_sq_norm"),
     ({"min_learning_rate": 0.5, "max_learning_rate": 0.1}, "min_learning_rate"),
     ({"min_grad_sq_norm": 10.0, "max_grad_sq_norm": 1.0}, "min_grad_sq_norm"),
+    ({"store_grad": "no"}, "store_grad"),
+    ({"store_grad": None}, "store_grad"),
+    ({"layerwise": 1}, "layerwise"),
+    ({"layers": "by_module"}, "layers"),
+    ({"layers": po.layers_by_module}, "layers"),  # without layerwise=True
 ]
 
 
@@ -496,6 +508,8 @@ def test_edge_hyperparameters_are_accepted():
         {"min_learning_rate": 0.1, "max_learning_rate": 0.1},
         {"max_learning_rate": optax.cosine_decay_schedule(0.1, 10)},
         {"confidence": optax.linear_schedule(1.0, 0.5, 10), "f_min": lambda c: 0.1 / (c + 1)},
+        {"momentum": optax.linear_schedule(0.95, 0.85, 10), "store_grad": False},
+        {"layerwise": True, "layers": po.layers_by_module, "store_grad": np.bool_(True)},
     ):
         opt = po.adaptive_nesterov(**kwargs)
         updates, _ = opt.update(params, opt.init(params), params, value=1.0)
@@ -735,3 +749,203 @@ def test_apply_if_finite_skips_the_bad_step_and_keeps_the_trajectory():
         params = optax.apply_updates(params, updates)
         chex.assert_trees_all_equal(params, clean[t][0])
     assert int(state.total_notfinite) == 1  # apply_if_finite only looks at the gradients
+
+
+# ----------------------------------------------------------------------------------------
+# Issue 10: complex parameters, store_grad=False, layer-wise factors, one step count.
+
+
+def _complex_problem(seed: int, num_steps: int) -> ref.Problem:
+    """Complex least squares, mean |A w + b - y|^2; the oracle returns 2 dL/d(conj w)."""
+    rng = np.random.default_rng(seed)
+    shape = (num_steps, 6, 3)
+    a = rng.normal(size=shape) + 1j * rng.normal(size=shape)
+    y = rng.normal(size=shape[:2]) + 1j * rng.normal(size=shape[:2])
+    params = {"w": rng.normal(size=3) + 1j * rng.normal(size=3), "b": np.asarray(0.3)}
+
+    def oracle(p, t):
+        r = a[t] @ p["w"] + p["b"] - y[t]
+        loss = float(np.mean(np.abs(r) ** 2))
+        return loss, {"w": 2 * a[t].conj().T @ r / len(r), "b": np.asarray(2 * np.mean(r.real))}
+
+    return ref.Problem("complex", params, {"a": a, "y": y}, oracle)
+
+
+def _complex_loss(params, batch):
+    r = batch["a"] @ params["w"] + params["b"] - batch["y"]
+    return jnp.mean(jnp.abs(r) ** 2)
+
+
+def test_complex_parameters_reach_the_target_like_polyak_sgd():
+    """The issue's repro: fit p to 1+1j with |p - t|^2, passing g.conj() as optax does."""
+    target = jnp.asarray(1.0 + 1.0j, jnp.complex64)
+
+    def loss_fn(p):
+        return jnp.sum(jnp.abs(p - target) ** 2)
+
+    for opt in (po.adaptive_nesterov(), po.adaptive_nesterov(store_grad=False, layerwise=True)):
+        params = jnp.zeros([], jnp.complex64)
+        state = opt.init(params)
+        for _ in range(100):
+            loss, grad = jax.value_and_grad(loss_fn)(params)
+            updates, state = opt.update(grad.conj(), state, params, value=loss)
+            params = optax.apply_updates(params, updates)
+        assert params.dtype == jnp.complex64
+        assert optax.tree.get(state, "velocity").dtype == jnp.complex64
+        assert abs(complex(params) - (1 + 1j)) < 1e-3, params
+        assert float(loss_fn(params)) < 1e-6
+
+
+def test_complex_parameters_match_float64_algorithm5():
+    problem = _complex_problem(seed=11, num_steps=12)
+    hyper = {"momentum": 0.6, "confidence": 0.5, "max_learning_rate": 0.2, "min_grad_sq_norm": 0.1}
+    expected = ref.algorithm5(problem.params, problem.oracle, 12, **hyper)
+    with jax.enable_x64(True):
+        opt = po.adaptive_nesterov(**{**NO_BOUNDS, **hyper})
+        params = {k: jnp.asarray(x) for k, x in problem.params.items()}
+        assert params["w"].dtype == jnp.complex128 and params["b"].dtype == jnp.float64
+        state = opt.init(params)
+        value_and_grad = jax.jit(jax.value_and_grad(_complex_loss))
+        for t in range(12):
+            batch = {k: jnp.asarray(x[t]) for k, x in problem.batches.items()}
+            _assert_close(_tree_axpy(0.6, _velocity(state), params), expected.w[t], 1e-10)
+            loss, grads = value_and_grad(params, batch)
+            updates, state = opt.update(jax.tree.map(jnp.conj, grads), state, params, value=loss)
+            params = optax.apply_updates(params, updates)
+            assert _learning_rate(state) == pytest.approx(expected.eta[t], rel=1e-10)
+        assert params["w"].dtype == jnp.complex128
+        np.testing.assert_allclose(
+            np.asarray(params["w"] + 0.6 * state[0].velocity["w"]), expected.w[-1]["w"], rtol=1e-9
+        )
+    # A real cast would drop the imaginary part: the reference moves it.
+    assert np.max(np.abs(expected.w[-1]["w"].imag - problem.params["w"].imag)) > 0.1
+
+
+def test_store_grad_false_drops_the_grad_buffer_and_keeps_the_trajectory():
+    problem = ref.mlp(seed=12, num_steps=5)
+    with_grad = _loop(po.adaptive_nesterov(), problem, 5)
+    without = _loop(po.adaptive_nesterov(store_grad=False), problem, 5)
+    for (p1, s1), (p2, s2) in zip(with_grad, without, strict=True):  # up to XLA's rounding
+        chex.assert_trees_all_close(p1, p2, rtol=1e-5, atol=1e-7)
+        chex.assert_trees_all_close(_velocity(s1), _velocity(s2), rtol=1e-5, atol=1e-7)
+    params = _params(problem, jnp.float32)
+    state = po.adaptive_nesterov(store_grad=False).init(params)
+    assert optax.tree.get(state, "grad") is None
+    velocity_bytes = sum(x.nbytes for x in jax.tree.leaves(params))
+    state_bytes = sum(x.nbytes for x in jax.tree.leaves(state))
+    assert state_bytes == velocity_bytes + 12  # count, learning_rate, value
+    nesterov = optax.sgd(0.1, momentum=0.9, nesterov=True).init(params)
+    assert state_bytes <= sum(x.nbytes for x in jax.tree.leaves(nesterov)) + 64
+    full = po.adaptive_nesterov().init(params)
+    assert sum(x.nbytes for x in jax.tree.leaves(full)) == 2 * velocity_bytes + 12
+    # value_and_grad_from_state needs the buffer: a clear error without it.
+    value_and_grad = optax.value_and_grad_from_state(lambda p: mlp_loss(p, _batch(problem, 0)))
+    with pytest.raises(ValueError, match="not found in the state"):
+        value_and_grad(params, state=state)
+    _, grad = value_and_grad(params, state=full)  # the default keeps the loop working
+    want = jax.grad(mlp_loss)(params, _batch(problem, 0))
+    chex.assert_trees_all_close(grad, want, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("name", ["least_squares", "mlp"])
+def test_layerwise_matches_float64_algorithm5_with_layer_factors(name):
+    problem = getattr(ref, name)(seed=13, num_steps=8)
+    hyper = {"momentum": 0.7, "confidence": 0.3, "max_learning_rate": 0.3}
+    expected = ref.algorithm5(problem.params, problem.oracle, 8, layerwise=True, **hyper)
+    plain = ref.algorithm5(problem.params, problem.oracle, 8, **hyper)
+    assert (
+        np.max(
+            np.abs(
+                expected.w[-1]["b" if name == "least_squares" else "b1"]
+                - plain.w[-1]["b" if name == "least_squares" else "b1"]
+            )
+        )
+        > 1e-3
+    )
+    with jax.enable_x64(True):
+        opt = po.adaptive_nesterov(**{**NO_BOUNDS, **hyper}, layerwise=True)
+        params = _params(problem, jnp.float64)
+        state = opt.init(params)
+        for t in range(8):
+            _assert_close(_tree_axpy(0.7, _velocity(state), params), expected.w[t], 1e-10)
+            _assert_close(_velocity(state), expected.v[t], 1e-10)
+            loss, grads = VALUE_AND_GRAD[name](params, _batch(problem, t))
+            updates, state = opt.update(grads, state, params, value=loss)
+            params = optax.apply_updates(params, updates)
+            assert _learning_rate(state) == pytest.approx(expected.eta[t], rel=1e-10)
+        _assert_close(_tree_axpy(0.7, _velocity(state), params), expected.w[-1], 1e-10)
+
+
+def test_layerwise_factor_enters_with_the_gradient_and_never_rescales_the_velocity():
+    opt = po.scale_by_adaptive_nesterov(momentum=0.5, **NO_BOUNDS, layerwise=True)
+    params = {"dead": jnp.ones(2), "live": jnp.ones(2)}
+    velocity = {"dead": jnp.array([0.4, -0.2]), "live": jnp.array([0.1, 0.3])}
+    state = opt.init(params)._replace(velocity=velocity)
+    grads = {"dead": jnp.zeros(2), "live": jnp.array([3.0, 4.0])}  # ||g|| = 5
+    updates, new_state = opt.update(grads, state, params, value=12.5)
+    eta, factor = 12.5 / 25, 1 + np.log1p(1 / 5)
+    assert _learning_rate(new_state) == pytest.approx(eta)
+    # v = alpha v + eta f_l g_l; a zero-gradient layer keeps alpha v (factor 1, never inf).
+    want_v = {
+        "dead": 0.5 * velocity["dead"],
+        "live": 0.5 * velocity["live"] + eta * factor * grads["live"],
+    }
+    chex.assert_trees_all_close(_velocity(new_state), want_v, rtol=1e-6)
+    want_u = jax.tree.map(lambda g, v: eta * factor * g * 0 + v * 0.5, grads, want_v)
+    want_u["live"] = eta * factor * grads["live"] + 0.5 * want_v["live"]
+    chex.assert_trees_all_close(updates, want_u, rtol=1e-6)
+
+
+def _one_cycle_run(opt, batches, problem):
+    params = _params(problem, jnp.float32)
+    state = opt.init(params)
+    update = jax.jit(opt.update)
+    trajectory = []
+    for batch in batches:
+        loss, grads = VALUE_AND_GRAD[problem.name](params, batch)
+        updates, state = update(grads, state, params, value=loss)
+        params = optax.apply_updates(params, updates)
+        trajectory.append((params, state))
+    return trajectory
+
+
+def test_a_skipped_step_advances_no_schedule_in_a_one_cycle_run():
+    """A NaN batch mid-run: the run equals the run without that batch, every schedule
+    (momentum, eta ceiling) staying on the one count; inject_hyperparams drifts."""
+    steps, bad = 12, 5
+    problem = ref.mlp(seed=14, num_steps=steps)
+    momentum = po.onecycle_momentum_schedule(steps, base_momentum=0.85, max_momentum=0.95)
+    ceiling = po.onecycle_schedule(steps, peak_value=0.5)
+    clean = [_batch(problem, t) for t in range(steps)]
+    nan_batch = jax.tree.map(lambda x: x * jnp.nan if x.dtype == jnp.float32 else x, clean[bad])
+    poisoned = [*clean[:bad], nan_batch, *clean[bad:]]
+
+    opt = po.adaptive_nesterov(momentum=momentum, max_learning_rate=ceiling)
+    want = _one_cycle_run(opt, clean, problem)
+    got = _one_cycle_run(opt, poisoned, problem)
+    chex.assert_trees_all_equal(got[bad][0], got[bad - 1][0])  # the NaN step: no move
+    assert int(optax.tree.get(got[bad][1], "count")) == bad
+    for (p1, s1), (p2, s2) in zip(got[:bad] + got[bad + 1 :], want, strict=True):
+        chex.assert_trees_all_equal(p1, p2)
+        chex.assert_trees_all_equal(s1, s2)
+    assert int(optax.tree.get(got[-1][1], "count")) == steps
+    # Without NaN, the schedules inside equal inject_hyperparams' (the old CLI wiring)...
+    injected = optax.inject_hyperparams(po.adaptive_nesterov, static_args=("max_learning_rate",))(
+        momentum=momentum, max_learning_rate=ceiling
+    )
+    for (p1, _), (p2, _) in zip(_one_cycle_run(injected, clean, problem), want, strict=True):
+        chex.assert_trees_all_close(p1, p2, rtol=1e-6, atol=1e-7)
+    # ...whose own count advances on the NaN step: its momentum is one step ahead after it.
+    drifted = _one_cycle_run(injected, poisoned, problem)
+    assert int(drifted[-1][1].count) == steps + 1
+    assert int(optax.tree.get(drifted[-1][1].inner_state, "count")) == steps
+    assert not np.allclose(drifted[-1][0]["w1"], want[-1][0]["w1"], rtol=1e-6, atol=1e-7)
+
+
+def test_momentum_schedule_equals_injected_momentum():
+    problem = ref.least_squares(seed=15, num_steps=6)
+    momentum = optax.linear_schedule(0.9, 0.5, 6)
+    direct = _loop(po.adaptive_nesterov(momentum=momentum), problem, 6)
+    injected = _loop(optax.inject_hyperparams(po.adaptive_nesterov)(momentum=momentum), problem, 6)
+    for (p1, _), (p2, _) in zip(direct, injected, strict=True):
+        chex.assert_trees_all_close(p1, p2, rtol=1e-6)

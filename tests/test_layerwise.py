@@ -182,7 +182,7 @@ def test_layers_by_module_groups_flax_linen_and_nnx_parameters():
         )
 
 
-def test_zero_gradient_layers_get_a_finite_zero_update():
+def test_zero_gradient_layers_get_factor_one():
     grads = {"dead": jnp.zeros((3,)), "empty": jnp.zeros((0,)), "live": jnp.array([1e-18, -2e-18])}
     out, _ = po.scale_by_layerwise_log_norm().update(grads, optax.EmptyState())
     chex.assert_tree_all_finite(out)
@@ -190,16 +190,24 @@ def test_zero_gradient_layers_get_a_finite_zero_update():
     np.testing.assert_allclose(
         out["live"], np.array([1e-18, -2e-18]) * _np_factor([[1e-18, -2e-18]]), rtol=1e-5
     )
-    # Under layerwise, a layer with zero raw gradient does not move even with momentum or Adam.
+    factors = po.layerwise_log_norm_factors(grads)
+    assert float(factors["dead"]) == 1.0 and float(factors["empty"]) == 1.0
+    # Under layerwise, a layer with zero raw gradient takes the inner update unchanged:
+    # momentum and Adam's first moment still move it (issue 10: Adam(0.1) gives -0.067).
     params = {"dead": jnp.ones(3), "live": jnp.ones(2)}
+    first = {"dead": jnp.ones(3), "live": jnp.ones(2)}
+    second = {"dead": jnp.zeros(3), "live": jnp.ones(2)}
     for inner in (optax.sgd(0.1, momentum=0.9, nesterov=True), optax.adam(0.1)):
         opt = po.layerwise(inner)
-        state = opt.init(params)
-        _, state = opt.update({"dead": jnp.ones(3), "live": jnp.ones(2)}, state, params)
-        updates, _ = opt.update({"dead": jnp.zeros(3), "live": jnp.ones(2)}, state, params)
+        state, plain_state = opt.init(params), inner.init(params)
+        _, state = opt.update(first, state, params)
+        _, plain_state = inner.update(first, plain_state, params)
+        updates, _ = opt.update(second, state, params)
+        plain, _ = inner.update(second, plain_state, params)
         chex.assert_tree_all_finite(updates)
-        np.testing.assert_array_equal(updates["dead"], 0.0)
-        assert np.all(np.abs(updates["live"]) > 0)
+        np.testing.assert_array_equal(updates["dead"], plain["dead"])
+        assert np.all(np.abs(updates["dead"]) > 0.05)
+        np.testing.assert_allclose(updates["live"], plain["live"] * (1 + np.log1p(2**-0.5)))
     # The zero leaf of a non-zero group is scaled by the group's finite factor.
     grouped, _ = po.scale_by_layerwise_log_norm(lambda p: 0).update(grads, optax.EmptyState())
     chex.assert_tree_all_finite(grouped)

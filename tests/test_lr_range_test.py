@@ -368,6 +368,76 @@ def test_one_compilation_for_new_ranges_and_batches():
         assert result.learning_rates[0] == pytest.approx(low)
 
 
+class _BackendCompiles:
+    """Counts XLA compilations (jax.monitoring's backend-compile events) in a block."""
+
+    EVENT = "/jax/core/compile/backend_compile_duration"
+
+    def __enter__(self):
+        self.count = 0
+        jax.monitoring.register_event_duration_secs_listener(self._listen)
+        return self
+
+    def _listen(self, event, duration, **kwargs):
+        del duration, kwargs
+        self.count += event == self.EVENT
+
+    def __exit__(self, *exc):
+        jax.monitoring.unregister_event_duration_listener(self._listen)
+
+
+def _model_and_loss(seed):
+    """A small MLP 'model' rebuilt from its seed: equal weights, new function objects."""
+    rng = np.random.default_rng(seed)
+    weights = jnp.asarray(rng.normal(size=(D, 8)), jnp.float32)  # closed over, not trained
+
+    def loss_fn(params, batch):
+        hidden = jnp.tanh(batch["x"] @ weights)
+        return jnp.mean((hidden @ params["w"] - batch["y"]) ** 2)
+
+    return loss_fn
+
+
+def test_a_second_call_with_an_equal_model_and_factory_compiles_nothing():
+    x = design(8, [2.0, 1.0, 0.5, 0.25])
+    batch = {"x": jnp.asarray(x, jnp.float32), "y": jnp.asarray(x[:, 0], jnp.float32)}
+    params = {"w": jnp.zeros(8, jnp.float32)}
+    kwargs = dict(min_lr=1e-3, max_lr=3.0, num_steps=24)
+
+    def run(seed, momentum=0.9):
+        factory = lambda lr: optax.inject_hyperparams(optax.sgd)(
+            learning_rate=lr, momentum=momentum
+        )
+        return po.lr_range_test(_model_and_loss(seed), params, batch, factory, **kwargs)
+
+    with _BackendCompiles() as first:
+        a = run(seed=21)
+    with _BackendCompiles() as second:
+        b = run(seed=21)  # new loss_fn and factory objects, equal programs
+    with _BackendCompiles() as other_model:
+        c = run(seed=22)  # other closed-over weights: another program
+    with _BackendCompiles() as other_optimizer:
+        run(seed=21, momentum=0.5)
+    assert first.count >= 1
+    assert second.count == 0
+    assert other_model.count >= 1 and other_optimizer.count >= 1
+    np.testing.assert_array_equal(a.losses, b.losses)
+    assert not np.allclose(a.losses[:5], c.losses[:5])
+
+
+def test_the_sweep_calls_init_once():
+    inits = []
+
+    def factory(lr):
+        sgd = optax.sgd(lr)
+        return optax.GradientTransformation(lambda p: inits.append(1) or sgd.init(p), sgd.update)
+
+    po.lr_range_test(
+        lambda w, b: jnp.sum((w - b) ** 2), jnp.zeros(2), jnp.ones(2), factory, num_steps=8
+    )
+    assert len(inits) == 1
+
+
 def test_flax_model_loss_closing_over_batch_stats():
     flax_linen = pytest.importorskip("flax.linen", reason="flax is a training extra")
 

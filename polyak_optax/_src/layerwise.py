@@ -105,12 +105,11 @@ def _sum_of_squares(x: jax.Array) -> jax.Array:
 
 
 def _log_norm_factor(sum_of_squares: jax.Array) -> jax.Array:
-    """1 + log(1 + 1/||g||); 0 where ||g|| = 0 (the layer's update is zero there)."""
+    """1 + log(1 + 1/||g||); 1 where ||g|| = 0 (the layer's update passes unchanged)."""
     norm = jnp.sqrt(sum_of_squares)
     is_zero = norm == 0
     safe_norm = jnp.where(is_zero, jnp.ones_like(norm), norm)
-    factor = 1 + jnp.log1p(1 / safe_norm)
-    return jnp.where(is_zero, jnp.zeros_like(factor), factor)
+    return jnp.where(is_zero, jnp.ones_like(norm), 1 + jnp.log1p(1 / safe_norm))
 
 
 def _leaf_factors(
@@ -152,7 +151,7 @@ def layerwise_log_norm_factors(
 
     Returns:
       A pytree with the structure of ``updates`` holding one scalar per leaf, in float32
-      (float64 for float64 leaves); 0 for a layer whose gradient is zero.
+      (float64 for float64 leaves); 1 for a layer whose gradient is zero.
 
     Raises:
       ValueError: if ``layers`` is neither ``None`` nor a callable returning hashable keys.
@@ -161,8 +160,8 @@ def layerwise_log_norm_factors(
       >>> import jax.numpy as jnp
       >>> grads = {"w": jnp.array([3.0, 4.0]), "b": jnp.zeros(2)}
       >>> factors = layerwise_log_norm_factors(grads)
-      >>> print(f"{float(factors['w']):.4f} {float(factors['b']):.1f}")  # 1 + log(1.2), 0
-      1.1823 0.0
+      >>> print(f"{float(factors['w']):.4f} {float(factors['b']):.1f}")  # 1 + log(1.2), 1
+      1.1823 1.0
     """
     _check_layers(layers)
     treedef, factors = _leaf_factors(updates, layers)
@@ -189,8 +188,8 @@ def scale_by_layerwise_log_norm(
 
     Large gradients get a factor near 1, small ones a larger factor (about 42 at
     :math:`\|u_l\| = 10^{-18}`). A layer whose update is exactly zero (or whose float32
-    sum of squares underflows to zero, entries below about 1e-19) gets a zero update,
-    never ``0 * inf``; non-finite
+    sum of squares underflows to zero, entries below about 1e-19) gets the factor 1
+    (its update passes unchanged), never ``0 * inf``; non-finite
     updates stay non-finite in their own layer and leave the other layers alone. The
     norm is accumulated in float32 (float64 for float64 updates) and the output keeps
     each update's dtype. The state is empty and extra args such as ``value`` are ignored.
@@ -258,17 +257,19 @@ def layerwise(
 
     ``inner`` sees and accumulates the raw gradient, so ``layerwise(optax.adagrad(t))``
     is the paper's equation 12, :math:`\Delta x_l = -t_l\, g_l / \sqrt{\sum_i g_l^{(i)2}}`.
-    The same wrapper gives layer-specific Adam or adaptive Nesterov. For plain SGD it
-    equals ``optax.chain(scale_by_layerwise_log_norm(), optax.sgd(t))``; with momentum
-    it differs (here today's factor multiplies the whole velocity step), and the chain is
-    the paper's rule there.
+    The same wrapper gives layer-specific Adam. For plain SGD it equals
+    ``optax.chain(scale_by_layerwise_log_norm(), optax.sgd(t))``. With momentum it
+    differs: here today's factor multiplies the whole output, the velocity carried from
+    earlier steps included. The paper's momentum variants scale the learning rate where
+    the gradient enters the velocity: for SGD with momentum that is the chain, and for
+    adaptive Nesterov it is ``adaptive_nesterov(layerwise=True)``.
 
-    A layer whose raw gradient is exactly zero gets a zero update (the factor is
-    :math:`+\infty` in the limit), never ``0 * inf`` or NaN, even when ``inner``'s
-    momentum would still move it. Non-finite gradients stay non-finite in their own
-    layer. The norm is accumulated in float32 (float64 for float64 gradients) and the
-    output keeps the dtypes of ``inner``'s output. The state is ``inner``'s state,
-    unchanged (``optax.tree.get(state, "learning_rate")`` still finds ``inner``'s
+    A layer whose raw gradient is exactly zero gets the factor 1: ``inner``'s update
+    passes unchanged (Adam's first moment still moves it), never ``0 * inf`` or NaN.
+    Non-finite gradients stay non-finite in their own layer. The norm is accumulated in
+    float32 (float64 for float64 gradients), uses :math:`|g|^2` for complex gradients,
+    and the output keeps the dtypes of ``inner``'s output. The state is ``inner``'s
+    state, unchanged (``optax.tree.get(state, "learning_rate")`` still finds ``inner``'s
     fields), and every extra arg (``value=``, ``grad=``, ...) is passed to ``inner``.
 
     Args:

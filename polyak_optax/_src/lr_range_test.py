@@ -6,7 +6,9 @@ suggestions are computed once, on the host, from the one transfer of the recorde
 
 from __future__ import annotations
 
+import collections
 import functools
+import hashlib
 import math
 import numbers
 from collections.abc import Callable
@@ -18,7 +20,9 @@ import numpy as np
 import optax
 
 _MODES = ("exponential", "linear")
-_INJECTED_STATES = (optax.InjectHyperparamsState, optax.InjectStatefulHyperparamsState)
+_CACHE_SIZE = 8  # compiled sweeps kept, by identity of the functions and by program text
+_by_identity: collections.OrderedDict[Any, Any] = collections.OrderedDict()
+_by_program: collections.OrderedDict[str, Any] = collections.OrderedDict()
 
 
 class LRRangeTestResult(NamedTuple):
@@ -114,11 +118,16 @@ def lr_range_test(
       batch: the batch used at every step, or with ``stacked=True`` a pytree whose leaves
         have a leading axis of ``num_steps`` batches, batch ``i`` used at step ``i``.
       optimizer_factory: ``lr -> optax.GradientTransformation``, called with a traced
-        float32 scalar, e.g. ``lambda lr: optax.sgd(lr, momentum=0.9)``. Extra args
-        ``value``, ``grad``, ``value_fn`` reach transformations that take them. Numeric
-        hyperparameters of an ``optax.inject_hyperparams`` wrapper are refreshed from
-        the factory every step, so ``lambda lr: optax.inject_hyperparams(optax.sgd)(
-        learning_rate=lr)`` sweeps too.
+        float32 scalar, e.g. ``lambda lr: optax.sgd(lr, momentum=0.9)``. Its ``init``
+        runs once, before the sweep, at ``min_lr``; each step builds the optimizer at
+        its learning rate and updates the carried state. Extra args ``value``, ``grad``,
+        ``value_fn`` reach transformations that take them. An
+        ``optax.inject_hyperparams`` optimizer reads its learning rate from its state:
+        every dict entry named ``learning_rate`` in the state is set to the step's
+        learning rate (``optax.tree.set``), so ``lambda lr:
+        optax.inject_hyperparams(optax.sgd)(learning_rate=lr)`` sweeps too (its other
+        injected hyperparameters keep their values at ``min_lr``). A second call with
+        equal functions (the same program) reuses the compiled sweep.
       min_lr: the first learning rate (positive).
       max_lr: the last learning rate (above ``min_lr``).
       num_steps: the number of steps (at least 2).
@@ -203,19 +212,15 @@ def lr_range_test(
         learning_rates = np.linspace(min_lr, max_lr, num_steps)
     learning_rates = learning_rates.astype(np.float32)
 
-    losses, smoothed, num_recorded, stopped = jax.device_get(
-        _sweep(
-            _hashable(loss_fn),
-            _hashable(optimizer_factory),
-            has_aux,
-            stacked,
-            params,
-            batch,
-            jnp.asarray(learning_rates),
-            jnp.float32(smoothing),
-            jnp.float32(diverge_threshold),
-        )
+    args = (
+        params,
+        batch,
+        jnp.asarray(learning_rates),
+        jnp.float32(smoothing),
+        jnp.float32(diverge_threshold),
     )
+    sweep = _compiled_sweep(loss_fn, optimizer_factory, has_aux, stacked, args)
+    losses, smoothed, num_recorded, stopped = jax.device_get(sweep(*args))
     suggestion, valley, minimum = _suggestions(
         learning_rates, smoothed, int(num_recorded), skip_start, skip_end
     )
@@ -231,7 +236,61 @@ def lr_range_test(
     )
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3))
+def _compiled_sweep(
+    loss_fn: Callable[..., Any],
+    optimizer_factory: Callable[[jax.Array], optax.GradientTransformation],
+    has_aux: bool,
+    stacked: bool,
+    args: tuple[Any, ...],
+) -> Any:
+    """The compiled sweep for these functions and argument types, compiled at most once.
+
+    The same function objects with the same argument types reuse their executable without
+    tracing. New but equal ones (a loss or factory written again, a model rebuilt with
+    the same weights) are traced and lowered, and their program text (closed-over arrays
+    included) finds the executable compiled for an identical program: XLA compiles once.
+    """
+    signature = jax.tree.map(
+        lambda x: (
+            np.shape(x),
+            jnp.result_type(x),
+            getattr(x, "weak_type", False),
+            getattr(x, "sharding", None),
+        ),
+        args,
+    )
+    identity = (
+        loss_fn,
+        optimizer_factory,
+        has_aux,
+        stacked,
+        jax.tree.structure(args),
+        tuple(jax.tree.leaves(signature, is_leaf=lambda x: isinstance(x, tuple))),
+    )
+    try:
+        compiled = _by_identity.get(identity)
+    except TypeError:  # an unhashable loss or factory: only the program text identifies it
+        identity, compiled = None, None
+    if compiled is None:
+        sweep = functools.partial(_sweep, loss_fn, optimizer_factory, has_aux, stacked)
+        lowered = jax.jit(sweep).lower(*args)
+        key = hashlib.sha256(lowered.as_text().encode()).hexdigest()
+        compiled = _by_program.get(key)
+        if compiled is None:
+            compiled = lowered.compile()
+        _remember(_by_program, key, compiled)
+        if identity is not None:
+            _remember(_by_identity, identity, compiled)
+    return compiled
+
+
+def _remember(cache: collections.OrderedDict[Any, Any], key: Any, value: Any) -> None:
+    cache[key] = value
+    cache.move_to_end(key)
+    while len(cache) > _CACHE_SIZE:
+        cache.popitem(last=False)
+
+
 def _sweep(
     loss_fn: Callable[..., Any],
     optimizer_factory: Callable[[jax.Array], optax.GradientTransformation],
@@ -251,6 +310,8 @@ def _sweep(
         return out[0] if has_aux else out
 
     params = _strong(params)
+    # The one init, before the scan; each step builds the optimizer at its learning rate
+    # and updates the carried state.
     opt_state = _strong(_optimizer(optimizer_factory, learning_rates[0]).init(params))
     nan = jnp.float32(jnp.nan)
 
@@ -259,7 +320,7 @@ def _sweep(
         value = value[0] if has_aux else value
         loss = jnp.asarray(value, jnp.float32)
         opt = _optimizer(optimizer_factory, lr)
-        state = _refresh_injected(carry.opt_state, opt.init(carry.params))
+        state = _with_learning_rate(carry.opt_state, lr)
         updates, new_state = opt.update(
             grads,
             state,
@@ -313,22 +374,23 @@ def _optimizer(
     return optax.with_extra_args_support(factory(lr))
 
 
-def _refresh_injected(state: optax.OptState, fresh: optax.OptState) -> optax.OptState:
-    """Takes the hyperparameters of ``inject_hyperparams`` states from a fresh ``init``.
-
-    ``inject_hyperparams`` keeps numeric hyperparameters in its state and ignores the
-    values its factory was called with after ``init``; the fresh state holds the current
-    learning rate. Scheduled hyperparameters are recomputed by ``update`` anyway.
+def _with_learning_rate(state: optax.OptState, lr: jax.Array) -> optax.OptState:
+    """Sets every dict entry named ``learning_rate`` of the state (optax's public
+    ``tree.set``) to ``lr``: where ``optax.inject_hyperparams`` keeps it, since such an
+    optimizer reads its learning rate from the state, not from the factory's argument.
+    Fields of NamedTuple states (adaptive Nesterov's eta of the last step) are left alone.
     """
 
-    def pick(old: Any, new: Any) -> Any:
-        if isinstance(old, _INJECTED_STATES):
-            hyperparams = {k: _like(new.hyperparams[k], v) for k, v in old.hyperparams.items()}
-            return old._replace(hyperparams=hyperparams)
-        return old
+    def in_a_dict(path: jax.tree_util.KeyPath, value: Any) -> bool:
+        return (
+            bool(path)
+            and isinstance(path[-1], jax.tree_util.DictKey)
+            and (isinstance(value, jax.Array) and value.shape == ())
+        )
 
-    is_injected = lambda x: isinstance(x, _INJECTED_STATES)
-    return jax.tree.map(pick, state, fresh, is_leaf=is_injected)
+    if not optax.tree.get_all_with_path(state, "learning_rate", in_a_dict):
+        return state
+    return optax.tree.set(state, in_a_dict, learning_rate=lr)
 
 
 def _strong(tree: Any) -> Any:
@@ -385,15 +447,6 @@ def _valley_index(losses: np.ndarray) -> int:
     start = end - int(lds[end])
     sections = (end - start) / 3
     return max(0, start + int(sections) + int(sections / 2))
-
-
-def _hashable(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """``fn`` itself when it can be a static jit argument, else a thin wrapper."""
-    try:
-        hash(fn)
-    except TypeError:
-        return lambda *args, **kwargs: fn(*args, **kwargs)
-    return fn
 
 
 def _real(name: str, value: object) -> float:
