@@ -13,6 +13,7 @@ import numpy as np
 import optax
 import pytest
 
+import polyak_optax as po
 from train import cli, config, optimizers
 from train.config import Config
 
@@ -158,3 +159,53 @@ def test_skip_nonfinite_keeps_every_count_in_step():
     _, state = tx.update({"w": jnp.ones(2)}, state, params)
     _, skipped = tx.update({"w": jnp.array([1.0, jnp.inf])}, state, params)
     chex.assert_trees_all_equal(skipped, state)
+
+
+def _counts(opt_state) -> list[int]:
+    leaves = jax.tree_util.tree_flatten_with_path(opt_state)[0]
+    return [int(x) for path, x in leaves if getattr(path[-1], "name", None) == "count"]
+
+
+@pytest.mark.parametrize("on_nan", ["stop", "skip"])
+def test_a_nan_step_leaves_every_schedule_of_the_app_on_one_count(on_nan):
+    """The CLI's adaptive Nesterov under one-cycle (scheduled ceiling AND momentum):
+    after a NaN batch in the middle, all counts agree (the optimizer's own skip, or
+    --on-nan skip around it)."""
+    c = optimizers.resolve(Config(optimizer="adaptive_nesterov", schedule="onecycle",
+                                  epochs=1, on_nan=on_nan))  # fmt: skip
+    tx = optimizers.build_from_config(c, steps_per_epoch=20)
+    params = {"w": jnp.ones(3)}
+    state = tx.init(params)
+    for k in range(6):
+        g = {"w": jnp.full(3, jnp.nan if k == 3 else 0.5)}
+        updates, state = tx.update(g, state, params, value=jnp.float32(1.0))
+        params = optax.apply_updates(params, updates)
+    counts = _counts(state)
+    assert counts and len(set(counts)) == 1, counts
+    assert counts[0] == 5  # the NaN step advanced none
+    chex.assert_tree_all_finite(params)
+
+
+def test_the_apps_adaptive_nesterov_keeps_no_grad_buffer():
+    tx = optimizers.build_optimizer("adaptive_nesterov", schedule="onecycle", steps_per_epoch=5)
+    params = {"w": jnp.ones((100,))}
+    state_size = sum(x.size for x in jax.tree.leaves(tx.init(params)))
+    assert state_size <= 100 + 8  # the velocity and a few scalars
+
+
+def test_layerwise_adaptive_nesterov_is_the_transforms_own_layerwise_option():
+    """--layerwise with adaptive_nesterov: factors where the gradient enters the velocity
+    (po.adaptive_nesterov(layerwise=True)), not po.layerwise around the whole output."""
+    tx = optimizers.build_optimizer("adaptive_nesterov", 0.1, 0.9, layerwise=True)
+    reference = po.adaptive_nesterov(0.9, store_grad=False, layerwise=True)
+    wrapped = po.layerwise(po.adaptive_nesterov(0.9, store_grad=False))
+    params = {"a": jnp.ones(3), "b": jnp.full(2, 2.0)}
+    s, r, w = tx.init(params), reference.init(params), wrapped.init(params)
+    for k in range(3):
+        g = {"a": jnp.full(3, 0.1 * (k + 1)), "b": jnp.full(2, 1e-3)}
+        u, s = tx.update(g, s, params, value=jnp.float32(2.0))
+        ur, r = reference.update(g, r, params, value=jnp.float32(2.0))
+        uw, w = wrapped.update(g, w, params, value=jnp.float32(2.0))
+    chex.assert_trees_all_close(u, ur, rtol=1e-6)
+    with pytest.raises(AssertionError):
+        chex.assert_trees_all_close(u, uw, rtol=1e-6)

@@ -72,6 +72,8 @@ class OptimizerSpec:
       cycles_momentum: under ``onecycle`` the momentum cycles inversely to the rate,
         between ``momentum - 0.1`` and ``momentum`` (default maximum 0.95).
       takes_floor: the factory takes ``min_learning_rate`` (adaptive Nesterov's eta floor).
+      native_layerwise: the factory takes ``layerwise=True`` and applies the layer factors
+        itself (rather than being wrapped in ``po.layerwise``).
       decoupled_weight_decay: the factory applies ``weight_decay`` itself (AdamW);
         otherwise weight decay is L2 added to the gradient before the optimizer.
       eval_params: ``(opt_state, params) -> params`` to evaluate, when they differ from
@@ -84,6 +86,7 @@ class OptimizerSpec:
     momentum: float | None = None
     cycles_momentum: bool = False
     takes_floor: bool = False
+    native_layerwise: bool = False
     decoupled_weight_decay: bool = False
     eval_params: Callable[[Any, Any], Any] | None = None
     about: str = ""
@@ -152,25 +155,25 @@ def _adaptive_nesterov_factory(
     learning_rate: optax.ScalarOrSchedule,
     momentum: optax.ScalarOrSchedule,
     min_learning_rate: float | None = None,
+    layerwise: bool = False,
 ) -> optax.GradientTransformationExtraArgs:
-    """Adaptive Nesterov: eta in [floor, scheduled ceiling], momentum possibly cycled."""
+    """Adaptive Nesterov: eta in [floor, scheduled ceiling], momentum possibly cycled.
+
+    The schedules are the transform's own (one step count: a skipped non-finite step
+    advances none of them), and the params-sized ``grad`` buffer is not kept
+    (``store_grad=False``): the state is Nesterov's velocity plus three scalars.
+    ``layerwise`` puts the layer factor where the gradient enters the velocity.
+    """
     # The thesis's floor (or the user's); where the scheduled ceiling falls below it, the
     # ceiling wins (eta = min(max(ratio, floor), ceiling)), so one-cycle can anneal to ~0.
     floor = ADAPTIVE_MIN_LEARNING_RATE if min_learning_rate is None else min_learning_rate
-    kwargs: dict[str, Any] = {"min_learning_rate": floor, "max_learning_rate": learning_rate}
-    if callable(momentum):
-        return optax.inject_hyperparams(
-            po.adaptive_nesterov,
-            static_args=(
-                "confidence",
-                "f_min",
-                "min_learning_rate",
-                "max_learning_rate",
-                "min_grad_sq_norm",
-                "max_grad_sq_norm",
-            ),
-        )(momentum=momentum, **kwargs)
-    return po.adaptive_nesterov(momentum=momentum, **kwargs)
+    return po.adaptive_nesterov(
+        momentum=momentum,
+        min_learning_rate=floor,
+        max_learning_rate=learning_rate,
+        store_grad=False,
+        layerwise=layerwise,
+    )
 
 
 _contrib = optax.contrib
@@ -197,6 +200,7 @@ OPTIMIZERS: dict[str, OptimizerSpec] = {
         DEFAULT_MOMENTUM,
         cycles_momentum=True,
         takes_floor=True,
+        native_layerwise=True,
         about="thesis Algorithm 5: Polyak step eta in [1e-3, lr], Nesterov momentum",
     ),
     "adagrad": OptimizerSpec(injected(optax.adagrad), 0.01, about="AdaGrad"),
@@ -431,8 +435,9 @@ def build_optimizer(
       steps_per_epoch: batches per epoch.
       epochs: epochs of the run (the length of ``step``, ``onecycle`` and ``cosine``).
       persistency: optimizer steps per batch K; schedules count optimizer steps.
-      layerwise: wrap in ``po.layerwise`` (layer-specific factor 1 + log(1 + 1/||g_l||),
-        one layer per parameter array).
+      layerwise: layer-specific factor 1 + log(1 + 1/||g_l||), one layer per parameter
+        array: ``po.layerwise`` around the optimizer, or for adaptive Nesterov its own
+        ``layerwise=True`` (the factor scales the gradient entering the velocity).
       min_learning_rate: the eta floor of ``adaptive_nesterov`` (thesis 1e-3; a scheduled
         ceiling below it wins) or the lower bound of ``cyclic`` (default
         ``learning_rate / 10``).
@@ -498,10 +503,12 @@ def build_optimizer(
         extra["min_learning_rate"] = None if cyclic_base is not None else config.min_learning_rate
     if spec.decoupled_weight_decay:
         extra["weight_decay"] = config.weight_decay
+    if layerwise and spec.native_layerwise:
+        extra["layerwise"] = True
     inner = spec.factory(lr, momentum_schedule, **extra)
     if config.weight_decay and not spec.decoupled_weight_decay:
         inner = optax.chain(optax.add_decayed_weights(config.weight_decay, kernel_mask), inner)
-    if layerwise:
+    if layerwise and not spec.native_layerwise:
         inner = po.layerwise(inner)
     return optax.with_extra_args_support(inner)
 
