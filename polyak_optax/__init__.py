@@ -19,6 +19,11 @@ from polyak_optax._src.lr_range_test import (
     lr_range_test,
     plot_lr_range_test,
 )
+from polyak_optax._src.tuning_free_nesterov import (
+    TuningFreeNesterovState,
+    scale_by_tuning_free_nesterov,
+    tuning_free_nesterov,
+)
 from polyak_optax._src.schedules import (
     cyclic_momentum_schedule,
     cyclic_schedule,
@@ -43,4 +48,7 @@ __all__ = (
     "plot_lr_range_test",
     "scale_by_adaptive_nesterov",
     "scale_by_layerwise_log_norm",
+    "scale_by_tuning_free_nesterov",
+    "tuning_free_nesterov",
+    "TuningFreeNesterovState",
 )
