@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from train import checkpoints, cli, interrupt, progress
+from train.config import Config
 from train.data import DEBIAN_FASHION_MNIST_DIR
 
 REPO = Path(__file__).resolve().parents[1]
@@ -159,7 +160,7 @@ def test_synthetic_run_writes_metrics_config_and_checkpoints(synthetic_run):
     assert config["batch_size"] == 16
     assert config["persistency"] == 2
     assert config["synthetic_shape"] == [8, 8, 1]
-    assert config["optimizer"] == cli.DEFAULTS["optimizer"] == "adaptive_nesterov"
+    assert config["optimizer"] == Config().optimizer == "adaptive_nesterov"
     assert config["learning_rate"] == 0.1
     assert config["momentum"] == 0.9
     assert config["min_learning_rate"] == pytest.approx(0.01)  # cyclic: lr / 10
@@ -330,10 +331,10 @@ def test_ctrl_c_finishes_and_saves_the_running_epoch_then_resumes(tmp_path):
     assert result.returncode == 130, result.stderr
     assert "Traceback" not in result.stderr, result.stderr
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 2 and "Ctrl-C" in lines[0], result.stderr
+    assert len(lines) == 2 and "SIGINT" in lines[0], result.stderr
     assert lines[1] == (
-        f"{cli.PROG}: interrupted: epoch {saved} is saved; continue with --resume "
-        f"--workdir {workdir}"
+        f"{cli.PROG}: SIGINT: epoch {saved} is saved: continue with python -m train --resume "
+        f"--workdir {workdir} --epochs 100000"
     )
     assert [r["epoch"] for r in _records(workdir)] == list(range(1, saved + 1))
     assert _main("--resume", "--workdir", workdir, "--epochs", saved + 1) == 0
@@ -347,11 +348,11 @@ def test_a_second_ctrl_c_keeps_metrics_and_checkpoints_in_step(tmp_path):
     assert result.returncode == 130, result.stderr
     assert "Traceback" not in result.stderr, result.stderr
     last = result.stderr.strip().splitlines()[-1]
+    resume = f"python -m train --resume --workdir {workdir} --epochs 100000"
     assert last in (
-        f"{cli.PROG}: interrupted: epoch {saved} is saved; continue with --resume "
-        f"--workdir {workdir}",
-        f"{cli.PROG}: aborted; the checkpoint of epoch {saved} is kept: continue with "
-        f"--resume --workdir {workdir}",
+        f"{cli.PROG}: SIGINT: epoch {saved} is saved: continue with {resume}",
+        f"{cli.PROG}: SIGINT: stopped at once; the checkpoint of epoch {saved} is kept: "
+        f"continue with {resume}",
     ), result.stderr
     assert [r["epoch"] for r in _records(workdir)] == list(range(1, saved + 1))
     assert _main("--resume", "--workdir", workdir, "--epochs", saved + 1) == 0
@@ -363,9 +364,9 @@ def test_stop_after_epoch_asks_first_and_aborts_on_the_second_signal():
     stop = interrupt.StopAfterEpoch("stopping", stream)
     stop._handle(signal.SIGINT, None)
     assert stop.requested and stream.getvalue() == "stopping\n"
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(interrupt.Abort):
         stop._handle(signal.SIGINT, None)
-    with pytest.raises(KeyboardInterrupt), stop.deferred():
+    with pytest.raises(interrupt.Abort), stop.deferred():
         stop._handle(signal.SIGINT, None)  # deferred: the block runs to its end
         finished = True
     assert finished
@@ -477,34 +478,25 @@ def _record(epoch: int, test_accuracy: float | None, test_loss: float | None) ->
     }
 
 
-def test_epoch_progress_bar_moves_with_batches_done(capsys):
-    out = io.StringIO()
-    bar = progress.EpochProgress(2, enabled=True, stream=out)
-    assert bar.on_progress == bar.batches_done
-    bar.start_epoch(1, num_batches=10)
-    assert bar._bar is not None and bar._bar.total == 10
-    bar.on_progress(4)
-    assert bar._bar.n == 4
-    bar.batches_done(3)  # a late report never moves the bar back
-    assert bar._bar.n == 4
-    bar.batches_done(10)
-    assert bar._bar.n == 10
-    bar.update(_record(1, 0.8, 0.5), 2)
-    assert bar._bar is None  # the epoch's bar is closed and its line printed
-    assert out.getvalue().startswith("epoch 1/2  train loss 1.0000")
+def test_epoch_progress_draws_a_live_line_only_when_enabled(capsys):
+    lines: list[str] = []
+    bar = progress.EpochProgress(2, enabled=True, write=lines.append)
+    bar.start_epoch(1)
+    bar.tick(3.0)
+    assert "epoch 1/2: 3s" in capsys.readouterr().err
+    bar.update(_record(1, 0.8, 0.5))  # the epoch's line; 2 s sets the next expectation
+    assert lines == [progress.format_epoch(_record(1, 0.8, 0.5), 2)]
+    bar.start_epoch(2)
+    bar.tick(1.0)
+    assert "epoch 2/2: 1s of ~2s (50%)" in capsys.readouterr().err
     bar.close()
-    assert "epoch 1/2" in capsys.readouterr().err  # tqdm's bar went to stderr
-
-
-def test_epoch_progress_disabled_has_no_callback():
-    out = io.StringIO()
-    with progress.EpochProgress(3, enabled=False, stream=out) as bar:
-        assert bar.on_progress is None
-        bar.start_epoch(1, num_batches=5)
-        bar.batches_done(3)  # harmless without a bar
-        bar.update(_record(1, 0.25, 1.5), 3)
-    assert out.getvalue().splitlines() == [progress.format_epoch(_record(1, 0.25, 1.5), 3)]
-    assert "test loss 1.5000 acc 25.00%" in out.getvalue()
+    assert capsys.readouterr().err == "\r\033[K"  # the live line is cleared
+    quiet = progress.EpochProgress(3, enabled=False, write=lines.append)
+    quiet.start_epoch(1)
+    quiet.tick(5.0)
+    quiet.update(_record(1, 0.25, 1.5))
+    assert capsys.readouterr().err == ""
+    assert "test loss 1.5000 acc 25.00%" in lines[-1]
 
 
 def test_format_summary_gives_best_accuracy_and_lowest_loss_with_their_epochs():

@@ -109,10 +109,17 @@ def create_train_state(
         step=jnp.zeros((), jnp.int32),
         params=params,
         batch_stats=variables.get("batch_stats", {}),
-        opt_state=tx.init(params),
+        opt_state=_unalias(tx.init(params), params),
         apply_fn=model.apply,
         tx=tx,
     )
+
+
+def _unalias(opt_state: optax.OptState, params: optax.Params) -> optax.OptState:
+    """Copies the optimizer-state leaves that ARE parameter arrays (prodigy's and DoG's
+    initial point, for example), so that donating the state never donates a buffer twice."""
+    param_ids = {id(x) for x in jax.tree.leaves(params)}
+    return jax.tree.map(lambda x: jnp.copy(x) if id(x) in param_ids else x, opt_state)
 
 
 def _forward(
@@ -242,28 +249,9 @@ def _constrain(x: jax.Array, sharding: NamedSharding | None) -> jax.Array:
     return x if sharding is None else lax.with_sharding_constraint(x, sharding)
 
 
-#: How many times per epoch :func:`train_epoch` reports progress to ``on_progress``.
-PROGRESS_REPORTS_PER_EPOCH = 50
-
-
-def _report_progress(on_progress: Callable[[int], None], i: jax.Array, num_batches: int) -> None:
-    """Calls ``on_progress(batches done)`` from the device loop, at most 50 times an epoch.
-
-    A one-way ``jax.debug.callback``: the device does not wait for an answer, and the
-    metrics stay in the loop carry (the one host sync is still the epoch's end).
-    """
-    every = -(-num_batches // PROGRESS_REPORTS_PER_EPOCH)  # ceil: at most 50 multiples
-    done = i + 1
-    lax.cond(
-        (done % every == 0) | (done == num_batches),
-        lambda: jax.debug.callback(lambda n: on_progress(int(n)), done),
-        lambda: None,
-    )
-
-
 @functools.partial(
     jax.jit,
-    static_argnames=("batch_size", "persistency", "augment", "data_sharding", "on_progress"),
+    static_argnames=("batch_size", "persistency", "augment", "data_sharding"),
     donate_argnames=("state",),
 )
 def train_epoch(
@@ -278,7 +266,6 @@ def train_epoch(
     persistency: int = 1,
     augment: bool = False,
     data_sharding: NamedSharding | None = None,
-    on_progress: Callable[[int], None] | None = None,
 ) -> tuple[TrainState, Metrics]:
     """One epoch as one jitted call (the state's buffers are donated).
 
@@ -294,14 +281,13 @@ def train_epoch(
       persistency: optimizer steps per batch K (static).
       augment: random flip and translation on the device (static).
       data_sharding: the batch sharding of a data-parallel mesh, or ``None`` (static).
-      on_progress: called on the host with the number of batches done, about 50 times
-        an epoch, while the epoch runs (static; e.g. a progress bar's update). ``None``
-        reports nothing.
 
     Returns:
-      The new state and the epoch's ``{"loss", "accuracy", "learning_rate"}``: mean loss
-      and accuracy of the batches as they arrive (first of the K steps, augmented) and the
-      mean learning rate (eta) over the epoch's optimizer steps.
+      The new state and the epoch's ``{"loss", "accuracy", "learning_rate",
+      "nonfinite"}``: mean loss (over the batches whose loss is finite) and accuracy of
+      the batches as they arrive (first of the K steps, augmented), the mean learning
+      rate (eta) over the epoch's optimizer steps (NaN for an optimizer whose state
+      holds none), and the number of batches whose loss was not finite.
 
     Example:
       >>> import models
@@ -333,26 +319,29 @@ def train_epoch(
             x = augment_lib.augment(jax.random.fold_in(augment_key, i), x)
         x = augment_lib.normalize(x, mean, std)
         state, metrics = persistent_step(state, x, y, persistency)
+        finite = jnp.isfinite(metrics["loss"])
+        metrics = dict(metrics, loss=jnp.where(finite, metrics["loss"], 0.0), nonfinite=~finite)
         sums = jax.tree.map(lambda s, m: s + m.astype(s.dtype), sums, metrics)
-        if on_progress is not None:
-            _report_progress(on_progress, i, num_batches)
         return state, sums
 
     zeros = {
         "loss": jnp.zeros((), jnp.float32),
         "correct": jnp.zeros((), jnp.int32),
         "learning_rate": jnp.zeros((), jnp.float32),
+        "nonfinite": jnp.zeros((), jnp.int32),
     }
     state, sums = lax.fori_loop(0, num_batches, body, (state, zeros))
+    finite_batches = num_batches - sums["nonfinite"]
     metrics = {
-        "loss": sums["loss"] / num_batches,
+        "loss": jnp.where(finite_batches > 0, sums["loss"] / finite_batches, jnp.nan),
         "accuracy": sums["correct"] / (num_batches * batch_size),
         "learning_rate": sums["learning_rate"] / (num_batches * persistency),
+        "nonfinite": sums["nonfinite"],
     }
     return state, metrics
 
 
-@functools.partial(jax.jit, static_argnames=("batch_size", "data_sharding"))
+@functools.partial(jax.jit, static_argnames=("batch_size", "data_sharding", "eval_params"))
 def evaluate(
     state: TrainState,
     images: jax.Array,
@@ -362,6 +351,7 @@ def evaluate(
     *,
     batch_size: int,
     data_sharding: NamedSharding | None = None,
+    eval_params: Callable[[optax.OptState, optax.Params], optax.Params] | None = None,
 ) -> Metrics:
     """Mean loss and accuracy over ALL of ``images`` in one jitted call (eval mode).
 
@@ -375,6 +365,8 @@ def evaluate(
       std: per-channel standard deviation (float32 ``[C]``).
       batch_size: evaluation batch size (static).
       data_sharding: the batch sharding of a data-parallel mesh, or ``None`` (static).
+      eval_params: ``(opt_state, params) -> params`` to evaluate instead of the training
+        iterate (schedule-free's averaged point), or ``None`` (static).
 
     Returns:
       ``{"loss", "accuracy"}`` as float32 scalars on the device.
@@ -396,13 +388,14 @@ def evaluate(
     images = jnp.pad(images, ((0, pad),) + ((0, 0),) * (images.ndim - 1))
     labels = jnp.pad(labels, (0, pad))
     mask = jnp.arange(num_batches * batch_size) < num_examples
+    params = state.params if eval_params is None else eval_params(state.opt_state, state.params)
 
     def body(i: jax.Array, sums: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, jax.Array]:
         start = i * batch_size
         x = _constrain(lax.dynamic_slice_in_dim(images, start, batch_size), data_sharding)
         y = lax.dynamic_slice_in_dim(labels, start, batch_size)
         m = lax.dynamic_slice_in_dim(mask, start, batch_size)
-        logits, _ = _forward(state, state.params, augment_lib.normalize(x, mean, std), False)
+        logits, _ = _forward(state, params, augment_lib.normalize(x, mean, std), False)
         loss = jnp.sum(jnp.where(m, cross_entropy(logits, y), 0.0))
         correct = jnp.sum(m & (jnp.argmax(logits, axis=-1) == y))
         return sums[0] + loss, sums[1] + correct

@@ -27,6 +27,8 @@ ceiling.
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -34,17 +36,10 @@ import jax.numpy as jnp
 import optax
 
 import polyak_optax as po
+from train import config as config_lib
 
-OPTIMIZERS = ("sgd", "nesterov", "adaptive_nesterov", "adagrad", "adam")
-SCHEDULES = ("constant", "step", "cyclic", "onecycle")
+SCHEDULES = config_lib.SCHEDULES
 
-DEFAULT_LEARNING_RATES = {
-    "sgd": 0.05,
-    "nesterov": 0.05,
-    "adaptive_nesterov": 0.1,  # thesis: eta clipped to [1e-3, 1e-1]
-    "adagrad": 0.01,
-    "adam": 1e-3,
-}
 # The thesis's adaptive Nesterov uses alpha = 0.9; PyTorch's one-cycle cycles momentum
 # between 0.85 and 0.95.
 DEFAULT_MOMENTUM = 0.9
@@ -56,6 +51,236 @@ STEP_BOUNDARIES = (0.5, 0.75)  # fractions of training where the step schedule x
 STEP_FACTOR = 0.1
 ONECYCLE_DIV_FACTOR = 25.0
 ONECYCLE_FINAL_DIV_FACTOR = 1e4
+COSINE_FINAL_FRACTION = 0.0  # the cosine schedule decays to 0
+
+
+Factory = Callable[..., optax.GradientTransformation]
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimizerSpec:
+    """One entry of the optimizer registry :data:`OPTIMIZERS`.
+
+    Attributes:
+      factory: ``factory(learning_rate, momentum, **extra) -> GradientTransformation``;
+        ``learning_rate`` is a float or an optax schedule (the eta ceiling for Polyak-type
+        optimizers); ``momentum`` a float, a schedule, or ``None`` when the optimizer has
+        none. ``extra`` holds ``min_learning_rate`` when :attr:`takes_floor` and
+        ``weight_decay`` when :attr:`decoupled_weight_decay`.
+      learning_rate: the default learning rate (the published default for optax's own).
+      momentum: the default momentum, or ``None`` for an optimizer without one.
+      cycles_momentum: under ``onecycle`` the momentum cycles inversely to the rate,
+        between ``momentum - 0.1`` and ``momentum`` (default maximum 0.95).
+      takes_floor: the factory takes ``min_learning_rate`` (adaptive Nesterov's eta floor).
+      decoupled_weight_decay: the factory applies ``weight_decay`` itself (AdamW);
+        otherwise weight decay is L2 added to the gradient before the optimizer.
+      eval_params: ``(opt_state, params) -> params`` to evaluate, when they differ from
+        the training iterate (schedule-free: the averaged sequence).
+      about: one line for ``--help``.
+    """
+
+    factory: Factory
+    learning_rate: float
+    momentum: float | None = None
+    cycles_momentum: bool = False
+    takes_floor: bool = False
+    decoupled_weight_decay: bool = False
+    eval_params: Callable[[Any, Any], Any] | None = None
+    about: str = ""
+
+
+def injected(
+    fn: Callable[..., optax.GradientTransformation],
+    momentum_arg: str | None = None,
+    lr_arg: str = "learning_rate",
+    **fixed: Any,
+) -> Factory:
+    """A factory calling optax's ``fn`` under ``optax.inject_hyperparams``.
+
+    The learning rate (and momentum, passed as ``fn``'s ``momentum_arg``) become
+    injected hyperparameters, so schedules work for any optax optimizer and the rate is
+    in the state for the logs; ``fixed`` are passed as static arguments.
+
+    Example:
+      >>> tx = injected(optax.sgd, "momentum")(0.1, 0.9)
+      >>> sorted(tx.init({"w": jnp.zeros(2)}).hyperparams)
+      ['learning_rate', 'momentum']
+    """
+
+    def factory(
+        learning_rate: optax.ScalarOrSchedule,
+        momentum: optax.ScalarOrSchedule | None = None,
+        **extra: Any,
+    ) -> optax.GradientTransformation:
+        kwargs = {lr_arg: learning_rate, **extra}
+        if momentum_arg is not None and momentum is not None:
+            kwargs[momentum_arg] = momentum
+        return optax.inject_hyperparams(fn, static_args=tuple(fixed))(**kwargs, **fixed)
+
+    return factory
+
+
+def _adam(
+    learning_rate: optax.ScalarOrSchedule,
+    momentum: optax.ScalarOrSchedule | None,
+    weight_decay: float = 0.0,
+) -> optax.GradientTransformation:
+    """Adam, or AdamW's decoupled weight decay on the kernels when ``weight_decay > 0``."""
+    if weight_decay:
+        return optax.inject_hyperparams(optax.adamw, static_args=("mask",))(
+            learning_rate=learning_rate,
+            b1=momentum,
+            weight_decay=weight_decay,
+            mask=kernel_mask,
+        )
+    return optax.inject_hyperparams(optax.adam)(learning_rate=learning_rate, b1=momentum)
+
+
+def _schedule_free_eval_params(opt_state: Any, params: Any) -> Any:
+    """The averaged parameters x of schedule-free, where the state is found in the tree."""
+    (state,) = [
+        s
+        for s in jax.tree.leaves(
+            opt_state, is_leaf=lambda s: isinstance(s, optax.contrib.ScheduleFreeState)
+        )
+        if isinstance(s, optax.contrib.ScheduleFreeState)
+    ]
+    return optax.contrib.schedule_free_eval_params(state, params)
+
+
+def _adaptive_nesterov_factory(
+    learning_rate: optax.ScalarOrSchedule,
+    momentum: optax.ScalarOrSchedule,
+    min_learning_rate: float | None = None,
+) -> optax.GradientTransformationExtraArgs:
+    """Adaptive Nesterov: eta in [floor, scheduled ceiling], momentum possibly cycled."""
+    # The thesis's floor (or the user's); where the scheduled ceiling falls below it, the
+    # ceiling wins (eta = min(max(ratio, floor), ceiling)), so one-cycle can anneal to ~0.
+    floor = ADAPTIVE_MIN_LEARNING_RATE if min_learning_rate is None else min_learning_rate
+    kwargs: dict[str, Any] = {"min_learning_rate": floor, "max_learning_rate": learning_rate}
+    if callable(momentum):
+        return optax.inject_hyperparams(
+            po.adaptive_nesterov,
+            static_args=(
+                "confidence",
+                "f_min",
+                "min_learning_rate",
+                "max_learning_rate",
+                "min_grad_sq_norm",
+                "max_grad_sq_norm",
+            ),
+        )(momentum=momentum, **kwargs)
+    return po.adaptive_nesterov(momentum=momentum, **kwargs)
+
+
+_contrib = optax.contrib
+
+#: The optimizers of ``--optimizer``, by name: one entry each (factory and defaults).
+OPTIMIZERS: dict[str, OptimizerSpec] = {
+    "sgd": OptimizerSpec(
+        injected(optax.sgd, "momentum", nesterov=False),
+        0.05,
+        DEFAULT_MOMENTUM,
+        cycles_momentum=True,
+        about="SGD with heavy-ball momentum",
+    ),
+    "nesterov": OptimizerSpec(
+        injected(optax.sgd, "momentum", nesterov=True),
+        0.05,
+        DEFAULT_MOMENTUM,
+        cycles_momentum=True,
+        about="SGD with Nesterov momentum",
+    ),
+    "adaptive_nesterov": OptimizerSpec(
+        _adaptive_nesterov_factory,
+        0.1,
+        DEFAULT_MOMENTUM,
+        cycles_momentum=True,
+        takes_floor=True,
+        about="thesis Algorithm 5: Polyak step eta in [1e-3, lr], Nesterov momentum",
+    ),
+    "adagrad": OptimizerSpec(injected(optax.adagrad), 0.01, about="AdaGrad"),
+    "adam": OptimizerSpec(
+        _adam,
+        1e-3,
+        DEFAULT_MOMENTUM,
+        cycles_momentum=True,
+        decoupled_weight_decay=True,
+        about="Adam (b1 = momentum); AdamW's decoupled weight decay",
+    ),
+    "polyak_sgd": OptimizerSpec(
+        injected(optax.polyak_sgd, lr_arg="max_learning_rate"),
+        1.0,
+        about="optax.polyak_sgd (SPS_max, no momentum); lr = the step's ceiling",
+    ),
+    "momo": OptimizerSpec(
+        injected(_contrib.momo, "beta"), 1.0, 0.9, about="optax.contrib.momo (MoMo)"
+    ),
+    "momo_adam": OptimizerSpec(
+        injected(_contrib.momo_adam, "b1"), 1e-2, 0.9, about="optax.contrib.momo_adam"
+    ),
+    "prodigy": OptimizerSpec(
+        injected(_contrib.prodigy), 1.0, about="optax.contrib.prodigy (lr multiplies d)"
+    ),
+    "dadapt_adamw": OptimizerSpec(
+        injected(_contrib.dadapt_adamw), 1.0, about="optax.contrib.dadapt_adamw (D-Adaptation)"
+    ),
+    "dog": OptimizerSpec(injected(_contrib.dog), 1.0, about="optax.contrib.dog (DoG)"),
+    "schedule_free_sgd": OptimizerSpec(
+        injected(_contrib.schedule_free_sgd, "b1"),
+        1.0,
+        0.9,
+        eval_params=_schedule_free_eval_params,
+        about="optax.contrib.schedule_free_sgd, evaluated at the averaged parameters",
+    ),
+    "schedule_free_adamw": OptimizerSpec(
+        injected(_contrib.schedule_free_adamw, "b1"),
+        0.0025,
+        0.9,
+        eval_params=_schedule_free_eval_params,
+        about="optax.contrib.schedule_free_adamw, evaluated at the averaged parameters",
+    ),
+}
+
+
+def kernel_mask(params: Any) -> Any:
+    """True for the kernels (weights of conv and dense layers), False for biases and norms.
+
+    Example:
+      >>> kernel_mask({"Dense_0": {"kernel": 1, "bias": 2}})
+      {'Dense_0': {'bias': False, 'kernel': True}}
+    """
+    return jax.tree_util.tree_map_with_path(
+        lambda path, _: getattr(path[-1], "key", None) == "kernel", params
+    )
+
+
+def resolve(config: config_lib.Config) -> config_lib.Config:
+    """The config with the optimizer's defaults filled in (learning rate, momentum, floor).
+
+    Example:
+      >>> c = resolve(config_lib.Config(optimizer="adam", schedule="constant"))
+      >>> c.learning_rate, c.momentum
+      (0.001, 0.9)
+    """
+    spec = OPTIMIZERS[config.optimizer]
+    changes: dict[str, Any] = {}
+    if config.learning_rate is None:
+        changes["learning_rate"] = spec.learning_rate
+    if config.momentum is None:
+        momentum = spec.momentum
+        if momentum is not None and spec.cycles_momentum and config.schedule == "onecycle":
+            momentum = DEFAULT_ONECYCLE_MAX_MOMENTUM
+        changes["momentum"] = momentum
+    elif spec.momentum is None:
+        raise ValueError(f"--momentum: {config.optimizer} has no momentum; leave it unset")
+    if config.min_learning_rate is None:
+        lr = changes.get("learning_rate", config.learning_rate)
+        if config.schedule == "cyclic":
+            changes["min_learning_rate"] = cyclic_base_learning_rate(lr, None)
+        elif spec.takes_floor:
+            changes["min_learning_rate"] = ADAPTIVE_MIN_LEARNING_RATE
+    return config.replace(**changes)
 
 
 def default_learning_rate(name: str) -> float:
@@ -65,25 +290,21 @@ def default_learning_rate(name: str) -> float:
       >>> default_learning_rate("adaptive_nesterov")
       0.1
     """
-    _check_choice("optimizer", name, OPTIMIZERS)
-    return DEFAULT_LEARNING_RATES[name]
+    return _spec(name).learning_rate
 
 
 def default_momentum(name: str, schedule: str = "constant") -> float | None:
     """The momentum an optimizer gets when ``--momentum`` is not given.
 
-    ``None`` for AdaGrad (which has none); for Adam the momentum is ``b1``; under the
-    one-cycle schedule it is the *maximum* momentum of the cycle.
+    ``None`` for an optimizer without momentum; for Adam the momentum is ``b1``; under
+    the one-cycle schedule it is the *maximum* momentum of the cycle.
 
     Example:
       >>> default_momentum("nesterov"), default_momentum("sgd", "onecycle")
       (0.9, 0.95)
     """
-    _check_choice("optimizer", name, OPTIMIZERS)
     _check_choice("schedule", schedule, SCHEDULES)
-    if name == "adagrad":
-        return None
-    return DEFAULT_ONECYCLE_MAX_MOMENTUM if schedule == "onecycle" else DEFAULT_MOMENTUM
+    return resolve(config_lib.Config(optimizer=name, schedule=schedule)).momentum
 
 
 def build_schedule(
@@ -99,9 +320,9 @@ def build_schedule(
     """The learning-rate schedule named ``schedule``, counting optimizer steps.
 
     Args:
-      schedule: one of ``constant``, ``step``, ``cyclic``, ``onecycle``.
+      schedule: one of ``constant``, ``step``, ``cyclic``, ``onecycle``, ``cosine``.
       learning_rate: the base rate (``constant``, ``step``) or the peak (``cyclic``,
-        ``onecycle``).
+        ``onecycle``, ``cosine``).
       total_steps: optimizer steps of the whole run (epochs x batches x persistency).
       steps_per_epoch: batches per epoch.
       persistency: optimizer steps per batch (K).
@@ -137,6 +358,8 @@ def build_schedule(
         base = cyclic_base_learning_rate(learning_rate, min_learning_rate)
         step_size = max(1, round(cycle_epochs * steps_per_epoch * persistency))
         return po.cyclic_schedule(base, learning_rate, step_size)
+    if schedule == "cosine":
+        return optax.cosine_decay_schedule(learning_rate, total_steps, COSINE_FINAL_FRACTION)
     return po.onecycle_schedule(
         total_steps,
         learning_rate,
@@ -193,19 +416,20 @@ def build_optimizer(
     layerwise: bool = False,
     min_learning_rate: float | None = None,
     cycle_epochs: float = 10.0,
+    weight_decay: float = 0.0,
 ) -> optax.GradientTransformationExtraArgs:
-    """Builds the optimizer of the training CLI (and of the benchmarks).
+    """Builds an optimizer of the registry :data:`OPTIMIZERS` with its schedules.
 
     Args:
-      name: ``sgd`` (heavy-ball momentum), ``nesterov``, ``adaptive_nesterov`` (thesis
-        Algorithm 5, thesis defaults), ``adagrad`` or ``adam``.
-      learning_rate: the learning rate (the peak for ``cyclic``/``onecycle``; the eta
-        ceiling for ``adaptive_nesterov``); ``None`` takes :func:`default_learning_rate`.
+      name: a key of :data:`OPTIMIZERS` (``sgd``, ``nesterov``, ``adaptive_nesterov``,
+        ``adagrad``, ``adam``, optax's Polyak and learning-rate-free optimizers...).
+      learning_rate: the learning rate (the peak for ``cyclic``/``onecycle``/``cosine``;
+        the eta ceiling for Polyak-type optimizers); ``None``: the entry's default.
       momentum: momentum (``b1`` for Adam; the maximum of the cycle for ``onecycle``);
-        ``None`` takes :func:`default_momentum`. AdaGrad refuses a momentum.
-      schedule: ``constant``, ``step``, ``cyclic`` or ``onecycle`` (see the module doc).
+        ``None``: the entry's default. An optimizer without momentum refuses one.
+      schedule: ``constant``, ``step``, ``cyclic``, ``onecycle`` or ``cosine``.
       steps_per_epoch: batches per epoch.
-      epochs: epochs of the run (the length of ``step`` and ``onecycle``).
+      epochs: epochs of the run (the length of ``step``, ``onecycle`` and ``cosine``).
       persistency: optimizer steps per batch K; schedules count optimizer steps.
       layerwise: wrap in ``po.layerwise`` (layer-specific factor 1 + log(1 + 1/||g_l||),
         one layer per parameter array).
@@ -213,6 +437,8 @@ def build_optimizer(
         ceiling below it wins) or the lower bound of ``cyclic`` (default
         ``learning_rate / 10``).
       cycle_epochs: the half-cycle of ``cyclic`` in epochs.
+      weight_decay: on the kernels only: L2 added to the gradient before the optimizer
+        (Caffe's and PyTorch SGD's semantics), or decoupled for ``adam`` (AdamW).
 
     Returns:
       An ``optax.GradientTransformationExtraArgs``; call its ``update`` with ``value=loss``.
@@ -231,119 +457,144 @@ def build_optimizer(
       >>> float(learning_rate_of(state))
       0.1
     """
-    _check_choice("optimizer", name, OPTIMIZERS)
-    _check_choice("schedule", schedule, SCHEDULES)
+    spec = _spec(name)
     _check_positive_int("steps_per_epoch", steps_per_epoch)
     _check_positive_int("epochs", epochs)
     _check_positive_int("persistency", persistency)
-    if learning_rate is None:
-        learning_rate = default_learning_rate(name)
-    if momentum is None:
-        momentum = default_momentum(name, schedule)
-    elif name == "adagrad":
-        raise ValueError("momentum: adagrad has no momentum; leave it unset")
-    if isinstance(learning_rate, (int, float)) and not learning_rate > 0:
-        raise ValueError(f"learning_rate must be positive, got {learning_rate}")
-    if momentum is not None and not 0 <= momentum < 1:
-        raise ValueError(f"momentum must be in [0, 1), got {momentum}")
-    if min_learning_rate is not None and not min_learning_rate >= 0:
-        raise ValueError(f"min_learning_rate must be non-negative, got {min_learning_rate}")
-    total_steps = epochs * steps_per_epoch * persistency
-    momentum_schedule = build_momentum_schedule(schedule, momentum, total_steps=total_steps)
-
-    if name == "adaptive_nesterov":
-        inner = _adaptive_nesterov(
-            learning_rate,
-            momentum_schedule,
+    config = resolve(
+        config_lib.Config(
+            optimizer=name,
             schedule=schedule,
+            learning_rate=learning_rate if _is_number(learning_rate) else None,
+            momentum=momentum,
             min_learning_rate=min_learning_rate,
-            total_steps=total_steps,
-            steps_per_epoch=steps_per_epoch,
-            persistency=persistency,
             cycle_epochs=cycle_epochs,
+            weight_decay=weight_decay,
         )
+    )  # checks every value once, with the flags' own rules
+    if not _is_number(learning_rate) and learning_rate is not None:  # a schedule
+        config = config.replace(schedule="constant")
     else:
-        lr = build_schedule(
-            schedule,
-            learning_rate,
-            total_steps=total_steps,
-            steps_per_epoch=steps_per_epoch,
-            persistency=persistency,
-            min_learning_rate=min_learning_rate,
-            cycle_epochs=cycle_epochs,
+        learning_rate = config.learning_rate
+    total_steps = epochs * steps_per_epoch * persistency
+    momentum_schedule = config.momentum
+    if spec.cycles_momentum:
+        momentum_schedule = build_momentum_schedule(
+            config.schedule, config.momentum, total_steps=total_steps
         )
-        if name in ("sgd", "nesterov"):
-            inner = optax.inject_hyperparams(optax.sgd, static_args=("nesterov",))(
-                learning_rate=lr, momentum=momentum_schedule, nesterov=name == "nesterov"
-            )
-        elif name == "adam":
-            inner = optax.inject_hyperparams(optax.adam)(learning_rate=lr, b1=momentum_schedule)
-        else:
-            inner = optax.inject_hyperparams(optax.adagrad)(learning_rate=lr)
-    if layerwise:
-        inner = po.layerwise(inner)
-    return optax.with_extra_args_support(inner)
-
-
-def _adaptive_nesterov(
-    learning_rate: float,
-    momentum: optax.ScalarOrSchedule,
-    *,
-    schedule: str,
-    min_learning_rate: float | None,
-    total_steps: int,
-    steps_per_epoch: int,
-    persistency: int,
-    cycle_epochs: float,
-) -> optax.GradientTransformationExtraArgs:
-    """Adaptive Nesterov with the scheduled eta ceiling and, for one-cycle, cyclic momentum."""
-    cyclic_base = min_learning_rate if schedule == "cyclic" else None
-    ceiling = build_schedule(
-        schedule,
+    # cyclic's floor is the schedule's lower bound; the Polyak floor stays the thesis's
+    cyclic_base = config.min_learning_rate if config.schedule == "cyclic" else None
+    lr = build_schedule(
+        config.schedule,
         learning_rate,
         total_steps=total_steps,
         steps_per_epoch=steps_per_epoch,
         persistency=persistency,
         min_learning_rate=cyclic_base,
-        cycle_epochs=cycle_epochs,
+        cycle_epochs=config.cycle_epochs,
     )
-    # The thesis's floor (or the user's); where the scheduled ceiling falls below it, the
-    # ceiling wins (eta = min(max(ratio, floor), ceiling)), so one-cycle can anneal to ~0.
-    floor = ADAPTIVE_MIN_LEARNING_RATE if cyclic_base is not None else min_learning_rate
-    if floor is None:
-        floor = ADAPTIVE_MIN_LEARNING_RATE
-    kwargs: dict[str, Any] = {"min_learning_rate": floor, "max_learning_rate": ceiling}
-    if callable(momentum):
-        return optax.inject_hyperparams(
-            po.adaptive_nesterov,
-            static_args=(
-                "confidence",
-                "f_min",
-                "min_learning_rate",
-                "max_learning_rate",
-                "min_grad_sq_norm",
-                "max_grad_sq_norm",
-            ),
-        )(momentum=momentum, **kwargs)
-    return po.adaptive_nesterov(momentum=momentum, **kwargs)
+    extra: dict[str, Any] = {}
+    if spec.takes_floor:
+        extra["min_learning_rate"] = None if cyclic_base is not None else config.min_learning_rate
+    if spec.decoupled_weight_decay:
+        extra["weight_decay"] = config.weight_decay
+    inner = spec.factory(lr, momentum_schedule, **extra)
+    if config.weight_decay and not spec.decoupled_weight_decay:
+        inner = optax.chain(optax.add_decayed_weights(config.weight_decay, kernel_mask), inner)
+    if layerwise:
+        inner = po.layerwise(inner)
+    return optax.with_extra_args_support(inner)
+
+
+def skip_nonfinite(
+    inner: optax.GradientTransformation,
+) -> optax.GradientTransformationExtraArgs:
+    """``inner``, except that a step whose updates are not all finite changes nothing.
+
+    The state keeps its structure (no fields are added), so a run may switch
+    ``--on-nan`` between stop and skip on resume.
+
+    Example:
+      >>> tx = skip_nonfinite(optax.sgd(0.1, momentum=0.9))
+      >>> params = {"w": jnp.ones(2)}
+      >>> state = tx.init(params)
+      >>> updates, new_state = tx.update({"w": jnp.array([1.0, jnp.nan])}, state, params)
+      >>> updates["w"].tolist(), bool((new_state[0].trace["w"] == 0).all())
+      ([0.0, 0.0], True)
+    """
+    inner = optax.with_extra_args_support(inner)
+
+    def update_fn(updates, state, params=None, **extra_args):
+        new_updates, new_state = inner.update(updates, state, params, **extra_args)
+        finite = jnp.all(
+            jnp.asarray([jnp.all(jnp.isfinite(u)) for u in jax.tree.leaves(new_updates)])
+        )
+        new_updates = jax.tree.map(lambda u: jnp.where(finite, u, jnp.zeros_like(u)), new_updates)
+        new_state = jax.tree.map(lambda n, o: jnp.where(finite, n, o), new_state, state)
+        return new_updates, new_state
+
+    return optax.GradientTransformationExtraArgs(inner.init, update_fn)
+
+
+def build_from_config(
+    config: config_lib.Config, steps_per_epoch: int
+) -> optax.GradientTransformationExtraArgs:
+    """:func:`build_optimizer` with the settings of a (resolved) :class:`train.config.Config`.
+
+    With ``on_nan="skip"`` a step whose updates are not finite is skipped
+    (:func:`skip_nonfinite`).
+    """
+    tx = _build_configured(config, steps_per_epoch)
+    return skip_nonfinite(tx) if config.on_nan == "skip" else tx
+
+
+def _build_configured(
+    config: config_lib.Config, steps_per_epoch: int
+) -> optax.GradientTransformationExtraArgs:
+    return build_optimizer(
+        config.optimizer,
+        config.learning_rate,
+        config.momentum,
+        schedule=config.schedule,
+        steps_per_epoch=steps_per_epoch,
+        epochs=config.epochs,
+        persistency=config.persistency,
+        layerwise=config.layerwise,
+        min_learning_rate=config.min_learning_rate,
+        cycle_epochs=config.cycle_epochs,
+        weight_decay=config.weight_decay,
+    )
 
 
 def learning_rate_of(opt_state: optax.OptState) -> jax.Array:
-    """The learning rate of the last update (adaptive Nesterov: its eta).
+    """The learning rate of the last update (adaptive Nesterov: its eta), or NaN if none.
 
-    Reads the one array field called ``learning_rate`` of the state: the injected
-    hyperparameter of ``optax.inject_hyperparams`` or adaptive Nesterov's eta.
+    Reads the first array field called ``learning_rate`` of the state: the injected
+    hyperparameter of ``optax.inject_hyperparams`` or adaptive Nesterov's eta. A state
+    without one (any optax optimizer not built here) reports NaN, written as ``null``.
 
     Example:
       >>> tx = build_optimizer("adam", 0.01)
       >>> float(learning_rate_of(tx.init({"w": jnp.zeros(2)})))
       0.01
+      >>> float(learning_rate_of(optax.adam(0.1).init({"w": jnp.zeros(2)})))
+      nan
     """
-    return jnp.asarray(
-        optax.tree.get(
-            opt_state, "learning_rate", filtering=lambda _, value: isinstance(value, jax.Array)
-        )
+    found = optax.tree.get_all_with_path(
+        opt_state, "learning_rate", filtering=lambda _, value: isinstance(value, jax.Array)
     )
+    if not found:
+        return jnp.full((), jnp.nan, jnp.float32)
+    return jnp.asarray(found[-1][1], jnp.float32)
+
+
+def _spec(name: str) -> OptimizerSpec:
+    _check_choice("optimizer", name, tuple(OPTIMIZERS))
+    return OPTIMIZERS[name]
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
 def _check_choice(argument: str, value: str, choices: tuple[str, ...]) -> None:

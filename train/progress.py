@@ -1,11 +1,11 @@
-"""Console output of the training CLI: a bar per epoch, one line per epoch, the summary.
+"""Console output of the training app: a live line per epoch, one line per epoch, the summary.
 
-An epoch is ONE jitted call with one host sync at its end, so the bar cannot poll the
-device. Instead the device loop reports the number of finished batches about 50 times an
-epoch through a one-way ``jax.debug.callback`` (see :func:`train.loop.train_epoch`'s
-``on_progress``): the device never waits for the host, and without a bar (not a terminal,
-or ``--no-progress``) no callback is compiled in at all. When the epoch's call returns, its
-line (losses, accuracies, eta, time) is printed above the bar.
+An epoch is ONE jitted call with one host sync at its end, and nothing is compiled into it
+for the console: the computation, and so every number, is the same in a terminal, piped
+or in CI. While the epoch runs, the host polls it; on a terminal it redraws one status
+line with the elapsed time and, from the previous epoch's duration, the expected
+remainder. When the epoch ends its line (losses, accuracies, eta, time) is printed; where
+stderr is not a terminal that line is all that is printed.
 
 The summary reproduces the columns of the thesis's Table 2.1: the best test accuracy with
 the wall time and the epoch where it was reached, and the lowest test loss likewise.
@@ -15,10 +15,8 @@ from __future__ import annotations
 
 import math
 import sys
-from collections.abc import Sequence
-from typing import Any, TextIO
-
-from tqdm.auto import tqdm
+from collections.abc import Callable, Sequence
+from typing import Any
 
 
 def format_epoch(record: dict[str, Any], epochs: int) -> str:
@@ -108,23 +106,21 @@ def format_summary(history: Sequence[dict[str, Any]], configuration: str, persis
 
 
 class EpochProgress:
-    """A tqdm bar over the batches of each epoch, plus one printed line per epoch.
+    """The live status line of the running epoch (terminal only), plus one line per epoch.
 
     Args:
       epochs: total epochs of the run.
-      initial: epochs already done (when resuming).
-      enabled: show the bar (lines are printed either way); ``None`` shows it only on a
-        terminal.
-      stream: where the lines go (default ``sys.stdout``; the bar writes to ``sys.stderr``).
+      enabled: draw the live line on stderr; ``None`` draws it only when stderr is a
+        terminal. The epoch lines are printed either way.
+      write: prints one line (default: ``print`` to stdout).
 
     Example:
       >>> import io
       >>> out = io.StringIO()
-      >>> with EpochProgress(2, enabled=False, stream=out) as progress:
-      ...     progress.start_epoch(1, num_batches=10)
-      ...     progress.on_progress is None  # no bar: nothing to report to
-      ...     progress.write("hello")
-      True
+      >>> progress = EpochProgress(2, enabled=False, write=lambda s: print(s, file=out))
+      >>> progress.start_epoch(1)
+      >>> progress.tick(3.0)  # nothing drawn when disabled
+      >>> progress.write("hello")
       >>> out.getvalue()
       'hello\\n'
     """
@@ -132,74 +128,50 @@ class EpochProgress:
     def __init__(
         self,
         epochs: int,
-        initial: int = 0,
         enabled: bool | None = None,
-        stream: TextIO | None = None,
+        write: Callable[[str], None] | None = None,
     ):
         self._epochs = epochs
-        self._epoch = initial
-        self._stream = stream
-        if enabled is None:
-            enabled = sys.stderr.isatty()
-        self._enabled = bool(enabled)
-        self._bar: tqdm | None = None
-        self._postfix: dict[str, str] = {}
+        self._epoch = 0
+        self._write = write or (lambda line: print(line, flush=True))
+        self._enabled = sys.stderr.isatty() if enabled is None else bool(enabled)
+        self._last_epoch_time: float | None = None
+        self._drawn = False
 
     @property
-    def on_progress(self):
-        """The ``on_progress`` callback for :func:`train.loop.train_epoch` (``None`` if off)."""
-        return self.batches_done if self._enabled else None
+    def enabled(self) -> bool:
+        """Whether the live line is drawn."""
+        return self._enabled
 
-    def start_epoch(self, epoch: int, num_batches: int) -> None:
-        """Opens the bar of ``epoch`` (of ``num_batches`` batches)."""
-        self._close_bar()
+    def start_epoch(self, epoch: int) -> None:
+        """The live line now follows ``epoch``."""
         self._epoch = epoch
-        if self._enabled:
-            self._bar = tqdm(
-                total=num_batches,
-                desc=f"epoch {epoch}/{self._epochs}",
-                unit="batch",
-                leave=False,
-                dynamic_ncols=True,
-                file=sys.stderr,
-            )
-            if self._postfix:
-                self._bar.set_postfix(self._postfix, refresh=False)
 
-    def batches_done(self, done: int) -> None:
-        """Moves the bar to ``done`` batches (called from the device loop's callback)."""
-        bar = self._bar
-        if bar is not None and done > bar.n:
-            bar.update(done - bar.n)
+    def tick(self, elapsed: float) -> None:
+        """Redraws the live line: ``elapsed`` seconds into the running epoch."""
+        if not self._enabled:
+            return
+        line = f"epoch {self._epoch}/{self._epochs}: {elapsed:.0f}s"
+        if self._last_epoch_time:
+            fraction = min(elapsed / self._last_epoch_time, 0.99)
+            line += f" of ~{self._last_epoch_time:.0f}s ({100 * fraction:.0f}%)"
+        sys.stderr.write("\r\033[K" + line)
+        sys.stderr.flush()
+        self._drawn = True
 
     def write(self, line: str) -> None:
-        """Prints a line above the bar."""
-        stream = self._stream if self._stream is not None else sys.stdout
-        if self._bar is None:
-            print(line, file=stream, flush=True)
-        else:
-            self._bar.write(line, file=stream)
+        """Prints a line (clearing the live line first)."""
+        self.close()
+        self._write(line)
 
-    def update(self, record: dict[str, Any], epochs: int) -> None:
-        """Closes the epoch's bar and prints the epoch's line."""
-        self._close_bar()
-        self._postfix = {
-            "last test acc": _pct(record["test_accuracy"]),
-            "loss": _num(record["test_loss"], ".4f"),
-        }
-        self.write(format_epoch(record, epochs))
-
-    def _close_bar(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
-            self._bar = None
+    def update(self, record: dict[str, Any]) -> None:
+        """Prints the epoch's line; its duration sets the next epoch's expectation."""
+        self._last_epoch_time = record["epoch_time"]
+        self.write(format_epoch(record, self._epochs))
 
     def close(self) -> None:
-        """Removes the bar."""
-        self._close_bar()
-
-    def __enter__(self) -> EpochProgress:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+        """Clears the live line."""
+        if self._drawn:
+            sys.stderr.write("\r\033[K")
+            sys.stderr.flush()
+            self._drawn = False

@@ -1,0 +1,135 @@
+"""Where a run's numbers go: ``metrics.jsonl``, TensorBoard event files and ``curves.png``.
+
+:class:`RunReport` is told each epoch's record only after that epoch's checkpoint is
+committed, so the files never run ahead of what ``--resume`` can restore.
+
+* ``metrics.jsonl``: one JSON object per epoch, non-finite numbers as ``null``; rewritten
+  atomically when a resumed run cuts it back to its checkpoint.
+* TensorBoard: scalars under ``train/``, ``test/`` and ``optimizer/``, written with
+  ``tensorboardX`` into the workdir, so ``tensorboard --logdir runs`` shows every run.
+* ``curves.png``: loss, accuracy and learning rate against the epoch, redrawn after every
+  epoch (written to a temporary file and renamed, so a viewer never sees half a file).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Sequence
+from typing import Any
+
+METRICS_FILE = "metrics.jsonl"
+CURVES_FILE = "curves.png"
+
+
+def finite_or_none(x: Any) -> float | None:
+    """``float(x)``, or ``None`` when it is not finite (JSON has no NaN).
+
+    Example:
+      >>> finite_or_none(0.5), finite_or_none(float("nan"))
+      (0.5, None)
+    """
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+def remove_outputs(workdir: str) -> None:
+    """Deletes the curves and TensorBoard event files of an earlier run in ``workdir``."""
+    for name in os.listdir(workdir):
+        if name == CURVES_FILE or name.startswith("events.out.tfevents."):
+            os.remove(os.path.join(workdir, name))
+
+
+class RunReport:
+    """The metrics files of one workdir.
+
+    Args:
+      workdir: the run's directory (created if needed).
+      tensorboard: also write TensorBoard event files (needs ``tensorboardX``).
+
+    Example:
+      >>> import tempfile
+      >>> report = RunReport(tempfile.mkdtemp(), tensorboard=False)
+      >>> report.restart([])
+      >>> report.add([{"epoch": 1, "train_loss": 0.5, "test_loss": 0.4,
+      ...              "test_accuracy": 0.9, "train_accuracy": 0.8, "learning_rate": None}])
+      >>> open(report.metrics_path).read()
+      '{"epoch": 1, "train_loss": 0.5, ..., "learning_rate": null}\\n'
+      >>> os.path.exists(report.curves_path)
+      True
+      >>> report.close()
+    """
+
+    def __init__(self, workdir: str, tensorboard: bool = True):
+        os.makedirs(workdir, exist_ok=True)
+        self.workdir = workdir
+        self.metrics_path = os.path.join(workdir, METRICS_FILE)
+        self.curves_path = os.path.join(workdir, CURVES_FILE)
+        self._writer = None
+        if tensorboard:
+            from tensorboardX import SummaryWriter
+
+            self._writer = SummaryWriter(logdir=workdir)
+
+    def restart(self, history: Sequence[dict[str, Any]]) -> None:
+        """Rewrites ``metrics.jsonl`` to hold exactly ``history`` (a resumed run's epochs)."""
+        tmp = self.metrics_path + ".tmp"
+        with open(tmp, "w") as f:
+            for record in history:
+                f.write(json.dumps(record) + "\n")
+        os.replace(tmp, self.metrics_path)
+
+    def add(self, history: Sequence[dict[str, Any]]) -> None:
+        """Appends the last record of ``history`` and redraws the curves from all of it."""
+        record = history[-1]
+        with open(self.metrics_path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        if self._writer is not None:
+            for key, value in record.items():
+                if key in ("epoch", "step") or value is None or isinstance(value, str):
+                    continue
+                group = key.split("_")[0] if key.startswith(("train_", "test_")) else "run"
+                if key == "learning_rate":
+                    group = "optimizer"
+                self._writer.add_scalar(f"{group}/{key}", value, record["epoch"])
+            self._writer.flush()
+        plot_curves(history, self.curves_path)
+
+    def close(self) -> None:
+        """Closes the TensorBoard writer."""
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+
+def plot_curves(history: Sequence[dict[str, Any]], path: str) -> None:
+    """Draws loss, accuracy and learning rate against the epoch into the PNG ``path``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    epochs = [r["epoch"] for r in history]
+
+    def series(key: str) -> list[float]:
+        return [math.nan if r.get(key) is None else r[key] for r in history]
+
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    for key, label in (("train_loss", "train"), ("test_loss", "test")):
+        axes[0].plot(epochs, series(key), marker="o", label=label)
+    axes[0].set(title="loss", xlabel="epoch")
+    axes[0].legend()
+    for key, label in (("train_accuracy", "train"), ("test_accuracy", "test")):
+        axes[1].plot(epochs, [100 * v for v in series(key)], marker="o", label=label)
+    axes[1].set(title="accuracy (%)", xlabel="epoch")
+    axes[1].legend()
+    axes[2].plot(epochs, series("learning_rate"), marker="o")
+    axes[2].set(title="mean learning rate (eta)", xlabel="epoch")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    tmp = path + ".tmp.png"
+    fig.savefig(tmp, dpi=90)
+    plt.close(fig)
+    os.replace(tmp, path)

@@ -1,0 +1,424 @@
+"""``train.run(config)``: the one training function of the CLI and of every benchmark.
+
+It loads the data, builds the mesh, the model and the optimizer from the registries,
+runs the device-resident epochs (:func:`train.loop.train_epoch`, one jitted call each),
+evaluates, and, when the config names a workdir, writes checkpoints and metrics:
+
+* ``config.json``: the resolved config plus ``derived`` facts (sizes, devices, versions);
+  its target ``epochs`` is never lowered by a resume;
+* ``checkpoints/<epoch>/``: after every epoch; ``metrics.jsonl``, TensorBoard events and
+  ``curves.png`` get an epoch only once its checkpoint is committed (:mod:`train.report`);
+* ``.lock``: held while the run lives, so a second run into the same workdir stops at once.
+
+Faults end the run with an exception that the CLI turns into one line and an exit status:
+:class:`Diverged` (a non-finite training loss under ``on_nan="stop"``),
+:class:`Interrupted` (a first SIGINT/SIGTERM: the running epoch was finished and saved),
+:class:`Aborted` (a second signal: the last complete checkpoint is kept),
+``CheckpointError`` (a save or restore that failed), ``ValueError`` (bad input).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import optax
+
+import models
+from train import checkpoints, data, interrupt, loop, optimizers, progress, report, sharding
+from train.config import Config
+from train.workdir_lock import WorkdirLock
+
+History = list[dict[str, Any]]
+POLL_SECONDS = 0.05
+
+
+class RunStopped(Exception):
+    """The run ended before its last epoch; ``history`` holds the epochs it kept."""
+
+    def __init__(self, message: str, history: History):
+        super().__init__(message)
+        self.history = history
+
+
+class Diverged(RunStopped):
+    """The training loss was not finite (``on_nan="stop"``)."""
+
+
+class Interrupted(RunStopped):
+    """A first SIGINT/SIGTERM: the running epoch was finished and saved."""
+
+    def __init__(self, message: str, history: History, signum: int):
+        super().__init__(message, history)
+        self.signum = signum
+
+
+class Aborted(Interrupted):
+    """A second signal: stopped at once; the last complete checkpoint is kept."""
+
+
+def resume_command(workdir: str, epochs: int) -> str:
+    """The exact command that continues a run.
+
+    Example:
+      >>> resume_command("runs/a b", 4)
+      "python -m train --resume --workdir 'runs/a b' --epochs 4"
+    """
+    import shlex
+
+    return f"python -m train --resume --workdir {shlex.quote(workdir)} --epochs {epochs}"
+
+
+def run(
+    config: Config,
+    *,
+    dataset: data.Dataset | None = None,
+    log: Callable[[str], None] | None = print,
+    show_progress: bool | None = None,
+    tx: optax.GradientTransformation | Callable[[int], optax.GradientTransformation] | None = None,
+    on_epoch: Callable[[dict[str, Any], loop.TrainState], None] | None = None,
+) -> History:
+    """Trains and evaluates as ``config`` says; returns one record per epoch.
+
+    Args:
+      config: the run's settings; ``learning_rate``/``momentum``/``min_learning_rate``
+        left ``None`` take the optimizer's defaults. ``workdir=None`` writes nothing
+        (no checkpoints, no metrics): what benchmarks want.
+      dataset: an already loaded data set (else loaded from ``config``).
+      log: where the run's lines go (``None``: silent).
+      show_progress: draw the live line on stderr (``None``: when stderr is a terminal
+        and ``config.progress``). It never changes what is computed.
+      tx: an optimizer to use instead of ``config.optimizer``'s registry entry, or a
+        function of the steps per epoch that builds one (``config.optimizer`` then only
+        names it in the logs).
+      on_epoch: called after each epoch (and its checkpoint) with the epoch's record and
+        the state (for example to read the optimizer state); do not keep the state: the
+        next epoch donates its buffers.
+
+    Returns:
+      The history: per epoch ``epoch``, ``step``, ``wall_time`` (training and evaluation
+      seconds so far, compilation excluded), ``epoch_time`` (training seconds of that
+      epoch), ``train_loss``, ``train_accuracy``, ``test_loss``, ``test_accuracy``,
+      ``learning_rate`` (the epoch's mean; ``None`` for an optimizer without one),
+      ``nonfinite_batches`` and ``compile_time`` (seconds this process spent compiling
+      the epoch and the evaluation); non-finite numbers as ``None``.
+
+    Raises:
+      Diverged, Interrupted, Aborted: see the module docstring.
+      ValueError: bad settings or data (``DatasetNotFoundError`` and
+        ``CheckpointError`` are ``ValueError`` too).
+
+    Example:
+      >>> history = run(Config(model="tiny", dataset="synthetic", optimizer="sgd",
+      ...                      schedule="constant", synthetic_shape=(8, 8, 1),
+      ...                      synthetic_size=(64, 16), batch_size=16, epochs=2), log=None)
+      >>> [r["epoch"] for r in history], history[-1]["step"]
+      ([1, 2], 8)
+    """
+    config = optimizers.resolve(config)
+    say = log or (lambda line: None)
+    lock = WorkdirLock(config.workdir) if config.workdir else contextlib.nullcontext()
+    with lock:
+        return _run_locked(config, dataset, say, show_progress, tx, on_epoch)
+
+
+def _run_locked(
+    config: Config,
+    dataset: data.Dataset | None,
+    say: Callable[[str], None],
+    show_progress: bool | None,
+    tx: Any,
+    on_epoch: Callable[[dict[str, Any], loop.TrainState], None] | None,
+) -> History:
+    workdir = config.workdir
+    ckpt = None
+    if workdir is not None:
+        ckpt = checkpoints.Checkpointer(
+            os.path.join(workdir, "checkpoints"), max_to_keep=config.keep_checkpoints
+        )
+        for leftover in ckpt.cleanup_temporary():
+            say(f"removed {leftover}: the leftover of an interrupted save")
+        if not config.resume and ckpt.has_checkpoints():
+            if not config.overwrite:
+                raise ValueError(
+                    f"workdir {workdir} already holds a run; pass --resume to continue it or "
+                    "--overwrite to start over"
+                )
+            shutil.rmtree(ckpt.directory)
+
+    if dataset is None:
+        dataset = data.load_dataset(
+            config.dataset,
+            config.data_dir,
+            train_subset=config.train_subset,
+            seed=config.seed,
+            synthetic_shape=tuple(config.synthetic_shape),
+            synthetic_size=tuple(config.synthetic_size),
+        )
+    mesh = sharding.make_mesh(config.num_devices)
+    sharding.check_batch_size(config.batch_size, mesh, "--batch-size")
+    num_train = len(dataset.train_labels)
+    batch_size, persistency = config.batch_size, config.persistency
+    if batch_size > num_train:
+        raise ValueError(f"--batch-size {batch_size} exceeds the {num_train} training examples")
+    steps_per_epoch = num_train // batch_size
+    eval_batch_size = min(config.eval_batch_size, len(dataset.test_labels))
+    eval_batch_size = -(-eval_batch_size // mesh.size) * mesh.size
+
+    if tx is None:
+        tx = optimizers.build_from_config(config, steps_per_epoch)
+    elif not isinstance(tx, optax.GradientTransformation):
+        tx = tx(steps_per_epoch)
+    spec = optimizers.OPTIMIZERS[config.optimizer]
+    init_key, data_key = jax.random.split(jax.random.key(config.seed))
+    model = models.create(config.model, dataset.num_classes)
+    image_shape = tuple(dataset.train_images.shape[1:])
+    state = loop.create_train_state(model, tx, init_key, image_shape)
+    state = sharding.replicate(state, mesh)
+    train_images, train_labels, test_images, test_labels, mean, std = sharding.replicate(
+        (
+            dataset.train_images,
+            dataset.train_labels,
+            dataset.test_images,
+            dataset.test_labels,
+            dataset.mean,
+            dataset.std,
+        ),
+        mesh,
+    )
+
+    history: History = []
+    wall_time, start_epoch = 0.0, 0
+    if ckpt is not None and config.resume:
+        restored = ckpt.restore_latest(state.arrays())
+        if restored is None:
+            say(f"no checkpoint in {workdir}: starting from epoch 0")
+        else:
+            start_epoch, arrays, meta, skipped = restored
+            for epoch, reason in skipped:
+                say(f"skipped checkpoint {epoch}: {reason}")
+            state = state.replace_arrays(arrays)
+            wall_time = float(meta["wall_time"])
+            history = list(meta["history"])
+            say(f"resuming {workdir} after epoch {start_epoch}")
+    derived = {
+        "num_train": num_train,
+        "num_test": len(dataset.test_labels),
+        "image_shape": list(image_shape),
+        "num_classes": dataset.num_classes,
+        "steps_per_epoch": steps_per_epoch,
+        "optimizer_steps_per_epoch": steps_per_epoch * persistency,
+        "dropped_per_epoch": num_train - steps_per_epoch * batch_size,
+        "num_devices": mesh.size,
+        "devices": [str(d) for d in mesh.devices.flat],
+        "jax_version": jax.__version__,
+    }
+    sinks = None
+    if workdir is not None:
+        _write_config(workdir, config, derived)
+        if not history:  # a new run: no curves or events of an earlier one in the workdir
+            report.remove_outputs(workdir)
+        sinks = report.RunReport(workdir)
+        sinks.restart(history)
+
+    say(
+        f"{config.dataset}: {num_train} train / {derived['num_test']} test images "
+        f"{'x'.join(map(str, image_shape))}; {config.model} "
+        f"({models.param_count(config.model, image_shape, dataset.num_classes):,} params); "
+        f"{config.optimizer}{' (layer-wise)' if config.layerwise else ''} "
+        f"{config.schedule} lr {config.learning_rate:g}; batch {batch_size}, K "
+        f"{persistency}, {steps_per_epoch} batches/epoch ({derived['dropped_per_epoch']} "
+        f"dropped); {mesh.size} {jax.default_backend()} device(s)"
+        + (f"; workdir {workdir}" if workdir else "")
+    )
+    epochs = config.epochs
+    if start_epoch >= epochs:
+        say(f"already trained for {start_epoch} >= --epochs {epochs} epochs")
+        _close(ckpt, sinks)
+        return history
+
+    data_sharding = sharding.batch_sharding(mesh)
+    t0 = time.perf_counter()
+    epoch_fn = loop.train_epoch.lower(
+        state,
+        train_images,
+        train_labels,
+        mean,
+        std,
+        jax.random.fold_in(data_key, start_epoch + 1),
+        batch_size=batch_size,
+        persistency=persistency,
+        augment=config.augment,
+        data_sharding=data_sharding,
+    ).compile()
+    eval_fn = loop.evaluate.lower(
+        state,
+        test_images,
+        test_labels,
+        mean,
+        std,
+        batch_size=eval_batch_size,
+        data_sharding=data_sharding,
+        eval_params=spec.eval_params,
+    ).compile()
+    compile_time = time.perf_counter() - t0
+    say(f"compiled in {compile_time:.1f}s")
+
+    if show_progress is None:
+        show_progress = config.progress and sys.stderr.isatty()
+    bar = progress.EpochProgress(epochs, enabled=show_progress, write=say)
+    stop = interrupt.StopAfterEpoch(
+        "train: {signal}: stopping after the running epoch, which will be saved "
+        "(send it again to stop at once)"
+    )
+    epoch = start_epoch
+    try:
+        with stop:
+            for epoch in range(start_epoch + 1, epochs + 1):
+                bar.start_epoch(epoch)
+                t0 = time.perf_counter()
+                state, train_metrics = epoch_fn(
+                    state,
+                    train_images,
+                    train_labels,
+                    mean,
+                    std,
+                    jax.random.fold_in(data_key, epoch),
+                )
+                epoch_time = _wait(train_metrics, bar, t0) - t0
+                test_metrics = eval_fn(state, test_images, test_labels, mean, std)
+                train_metrics, test_metrics, step = jax.device_get(
+                    (train_metrics, test_metrics, state.step)
+                )  # the epoch's one host sync
+                wall_time += time.perf_counter() - t0
+                record = {
+                    "epoch": epoch,
+                    "step": int(step),
+                    "wall_time": round(wall_time, 4),
+                    "epoch_time": round(epoch_time, 4),
+                    "train_loss": report.finite_or_none(train_metrics["loss"]),
+                    "train_accuracy": report.finite_or_none(train_metrics["accuracy"]),
+                    "test_loss": report.finite_or_none(test_metrics["loss"]),
+                    "test_accuracy": report.finite_or_none(test_metrics["accuracy"]),
+                    "learning_rate": report.finite_or_none(train_metrics["learning_rate"]),
+                    "nonfinite_batches": int(train_metrics["nonfinite"]),
+                    "compile_time": round(compile_time, 4),
+                }
+                params_finite = record["test_loss"] is not None
+                if (record["nonfinite_batches"] and config.on_nan == "stop") or not params_finite:
+                    bar.close()
+                    kept = ckpt.latest_epoch() if ckpt is not None else None
+                    raise Diverged(
+                        f"the training loss is not finite in epoch {epoch} "
+                        f"({record['nonfinite_batches']} of {steps_per_epoch} batches"
+                        f"{'' if params_finite else ', and the parameters'}); stopped"
+                        + (f", keeping the checkpoint of epoch {kept}" if kept else "")
+                        + "; lower --learning-rate, or pass --on-nan skip to skip such steps",
+                        history,
+                    )
+                history.append(record)
+                if ckpt is not None:
+                    with stop.deferred():  # a second signal waits for the save
+                        ckpt.save(
+                            epoch,
+                            state.arrays(),
+                            {"epoch": epoch, "wall_time": wall_time, "history": history},
+                            finite=params_finite,
+                        )
+                    sinks.add(history)  # only after the checkpoint is committed
+                bar.update(record)
+                if on_epoch is not None:
+                    on_epoch(record, state)
+                if stop.requested and epoch < epochs:
+                    break
+    except interrupt.Abort as abort:
+        bar.close()
+        kept = ckpt.latest_epoch() if ckpt is not None else None
+        raise Aborted(
+            f"{abort}: stopped at once; "
+            + (
+                f"the checkpoint of epoch {kept} is kept: continue with "
+                f"{resume_command(workdir, epochs)}"
+                if kept
+                else "no epoch was completed"
+            ),
+            history,
+            abort.signum,
+        ) from None
+    finally:
+        bar.close()
+        _close(ckpt, sinks)
+    if stop.requested and epoch < epochs:
+        where = f": continue with {resume_command(workdir, epochs)}" if workdir else ""
+        raise Interrupted(
+            f"{signal.Signals(stop.signum).name}: epoch {epoch} is saved{where}",
+            history,
+            stop.signum,
+        )
+    return history
+
+
+def _wait(outputs: Any, bar: progress.EpochProgress, t0: float) -> float:
+    """Waits for the running epoch; returns the moment it finished (``perf_counter``).
+
+    A helper thread blocks on the result and stamps the finish time, so the time is
+    exact; the main thread waits on it in short slices, so that signal handlers run and
+    the live line moves while the device works.
+    """
+    finished: list[float] = []
+
+    def block() -> None:
+        jax.block_until_ready(outputs)
+        finished.append(time.perf_counter())
+
+    waiter = threading.Thread(target=block, daemon=True)
+    waiter.start()
+    while waiter.is_alive():
+        bar.tick(time.perf_counter() - t0)
+        waiter.join(POLL_SECONDS)
+    if not finished:  # the computation failed: let the caller see its error
+        jax.block_until_ready(outputs)
+    return finished[0]
+
+
+def _close(ckpt: checkpoints.Checkpointer | None, sinks: report.RunReport | None) -> None:
+    if ckpt is not None:
+        ckpt.close()
+    if sinks is not None:
+        sinks.close()
+
+
+def _write_config(workdir: str, config: Config, derived: dict[str, Any]) -> None:
+    """``config.json``, keeping a larger target ``epochs`` of an earlier run in the workdir."""
+    path = os.path.join(workdir, "config.json")
+    saved = config.to_json()
+    if config.resume and os.path.exists(path):
+        with contextlib.suppress(OSError, ValueError, TypeError, KeyError), open(path) as f:
+            saved["epochs"] = max(config.epochs, int(json.load(f)["epochs"]))
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump({**saved, "derived": derived}, f, indent=2)
+    os.replace(tmp, path)
+
+
+def best(history: History) -> dict[str, Any] | None:
+    """The epoch record with the highest test accuracy, or ``None``.
+
+    Example:
+      >>> best([{"test_accuracy": 0.5}, {"test_accuracy": 0.7}, {"test_accuracy": None}])
+      {'test_accuracy': 0.7}
+    """
+    scored = [r for r in history if r.get("test_accuracy") is not None]
+    return max(scored, key=lambda r: r["test_accuracy"]) if scored else None
+
+
+__all__ = ["Aborted", "Diverged", "History", "Interrupted", "RunStopped", "best", "run"]
