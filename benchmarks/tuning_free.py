@@ -152,16 +152,7 @@ SCHEDULE_FREE = ("schedule_free_sgd", "schedule_free_adamw")
 
 
 def load_problem_data(problem: Problem, train_subset: int | None, seed: int = 0):
-    """``data_lib.Dataset`` of the problem (a class-balanced subset when asked)."""
-    if problem.dataset == "license_chars":
-        from train import text_data
-
-        x, y, xt, yt = text_data.load_license_chars()
-        if train_subset is not None and train_subset < len(y):
-            keep = np.sort(np.random.default_rng(seed).choice(len(y), train_subset, False))
-            x, y = x[keep], y[keep]
-        mean, std = data_lib.channel_stats(x)
-        return data_lib.Dataset(x, y, xt, yt, text_data.VOCAB, problem.dataset, mean, std)
+    """The problem's ``Dataset`` (subsets: class-balanced images, random text windows)."""
     return data_lib.load_dataset(problem.dataset, train_subset=train_subset, seed=seed)
 
 

@@ -20,7 +20,14 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["LICENSES_DIR", "TEST_FILES", "VOCAB", "encode", "load_license_chars"]
+__all__ = [
+    "LICENSES_DIR",
+    "TEST_FILES",
+    "VOCAB",
+    "encode",
+    "load_dataset",
+    "load_license_chars",
+]
 
 LICENSES_DIR = Path("/usr/share/common-licenses")
 TEST_FILES = ("Apache-2.0", "MPL-2.0")
@@ -82,3 +89,24 @@ def load_license_chars(
         return encode(" ".join(p.read_text(errors="replace") for p in paths))
 
     return (*_windows(read(train), context), *_windows(read(test), context))
+
+
+def load_dataset(
+    data_dir: str | Path | None = None, *, train_subset: int | None = None, seed: int = 0
+):
+    """The license text as a :class:`train.data.Dataset` (``name="license_chars"``).
+
+    ``train_subset`` keeps a seeded uniform random subset of the training windows (not
+    :func:`train.data.select_subset`'s class balance: balancing next characters would
+    distort the task).
+    """
+    from train import data as data_lib
+
+    x, y, xt, yt = load_license_chars(LICENSES_DIR if data_dir is None else data_dir)
+    if train_subset is not None and train_subset < len(y):
+        keep = np.sort(np.random.default_rng(seed).choice(len(y), train_subset, False))
+        x, y = x[keep], y[keep]
+    mean, std = data_lib.channel_stats(x)
+    return data_lib.Dataset(
+        x, y, xt, yt, VOCAB, "license_chars", mean, std, str(data_dir or LICENSES_DIR)
+    )
