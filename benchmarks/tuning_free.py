@@ -583,8 +583,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         nargs="+",
         type=str,
         default=None,
-        help="rebuild tables and plots from the rows of these result files "
-        "(e.g. two halves of a grid run in parallel)",
+        help="rebuild tables and plots from the rows of these result files (e.g. parts of "
+        "a grid run in parallel); a later file's row replaces an earlier one of the same run",
     )
     args = parser.parse_args(argv)
     grid = C.grid_of(args)
@@ -606,7 +606,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         import json
 
         payloads = [json.loads(Path(path).read_text()) for path in args.from_json]
-        rows = [row for p in payloads for row in p["rows"]]
+        # A later file's row replaces an earlier one of the same run (a rerun of a subset).
+        key = lambda r: (r["problem"], r["optimizer"], r["schedule"], r["seed"])
+        rows = list({key(row): row for p in payloads for row in p["rows"]}.values())
         head = payloads[0]
         head["grid_note"] = " ".join(dict.fromkeys(p["grid_note"] for p in payloads))
         head["command"] += " | merged: " + " + ".join(p["command"] for p in payloads)

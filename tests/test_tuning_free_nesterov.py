@@ -115,7 +115,9 @@ def test_momentum_correction_makes_the_effective_step_the_polyak_step():
 
 
 def test_f_min_estimate_rises_when_the_ceiling_clips_and_halves_above_the_loss():
-    opt = po.scale_by_tuning_free_nesterov(momentum=0.0, max_learning_rate=0.1, confidence=2.0)
+    opt = po.scale_by_tuning_free_nesterov(
+        momentum=0.0, max_learning_rate=0.1, confidence=2.0, adapt_f_min=True
+    )
     params = jnp.zeros(1)
     state = opt.init(params)
     # Polyak step 2 * 1 / 1 = 2 > 0.1: clipped; f_hat = 1 - 0.1 * 1 / 2.

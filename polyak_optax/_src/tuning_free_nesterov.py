@@ -43,7 +43,7 @@ def scale_by_tuning_free_nesterov(
     max_learning_rate: optax.ScalarOrSchedule = 1.0,
     confidence: float = 2.0,
     f_min: float = 0.0,
-    adapt_f_min: bool = True,
+    adapt_f_min: bool = False,
 ) -> optax.GradientTransformationExtraArgs:
     r"""Nesterov momentum whose effective step is a capped Polyak step with an online f*.
 
@@ -195,7 +195,7 @@ def tuning_free_nesterov(
     max_learning_rate: optax.ScalarOrSchedule = 1.0,
     confidence: float = 2.0,
     f_min: float = 0.0,
-    adapt_f_min: bool = True,
+    adapt_f_min: bool = False,
 ) -> optax.GradientTransformationExtraArgs:
     r"""Tuning-free adaptive Nesterov: a momentum-corrected Polyak step with an online f*.
 
