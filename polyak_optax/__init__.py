@@ -19,16 +19,16 @@ from polyak_optax._src.lr_range_test import (
     lr_range_test,
     plot_lr_range_test,
 )
-from polyak_optax._src.tuning_free_nesterov import (
-    TuningFreeNesterovState,
-    scale_by_tuning_free_nesterov,
-    tuning_free_nesterov,
-)
 from polyak_optax._src.schedules import (
     cyclic_momentum_schedule,
     cyclic_schedule,
     onecycle_momentum_schedule,
     onecycle_schedule,
+)
+from polyak_optax._src.tuning_free_nesterov import (
+    TuningFreeNesterovState,
+    scale_by_tuning_free_nesterov,
+    tuning_free_nesterov,
 )
 
 __version__ = "0.1.0"
@@ -36,6 +36,7 @@ __version__ = "0.1.0"
 __all__ = (
     "AdaptiveNesterovState",
     "LRRangeTestResult",
+    "TuningFreeNesterovState",
     "adaptive_nesterov",
     "cyclic_momentum_schedule",
     "cyclic_schedule",
@@ -50,5 +51,4 @@ __all__ = (
     "scale_by_layerwise_log_norm",
     "scale_by_tuning_free_nesterov",
     "tuning_free_nesterov",
-    "TuningFreeNesterovState",
 )

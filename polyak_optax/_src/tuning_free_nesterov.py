@@ -1,4 +1,4 @@
-"""Tuning-free adaptive Nesterov: a momentum-corrected Polyak step with an online f*.
+"""Tuning-free adaptive Nesterov: a momentum-corrected Polyak step with confidence 2.
 
 The library's preset for training without tuning (issue 11);
 :func:`polyak_optax.adaptive_nesterov` stays thesis Algorithm 5.
@@ -45,7 +45,7 @@ def scale_by_tuning_free_nesterov(
     f_min: float = 0.0,
     adapt_f_min: bool = False,
 ) -> optax.GradientTransformationExtraArgs:
-    r"""Nesterov momentum whose effective step is a capped Polyak step with an online f*.
+    r"""Nesterov momentum whose effective step is a capped Polyak step (optionally online f*).
 
     With the loss :math:`L_k` and gradient :math:`g_k` at the look-ahead point (which
     ``params`` hold, as in ``optax.sgd(nesterov=True)``), :math:`s_k = \|g_k\|^2`,
@@ -62,7 +62,7 @@ def scale_by_tuning_free_nesterov(
       \theta'_{k+1} = \theta'_k - (\eta_k g_k + \alpha v_k) \\
       \hat f_{k+1} &= \max\left(\hat f'_k,\ L_k - \lambda_k s_k / \gamma\right)
 
-    Three changes to thesis Algorithm 5 (:func:`polyak_optax.adaptive_nesterov`), kept
+    Two changes to thesis Algorithm 5 (:func:`polyak_optax.adaptive_nesterov`), kept
     because they measurably helped in ``benchmarks/tuning_free.py``:
 
     * **momentum correction**: the velocity sums past steps, so a constant
@@ -71,13 +71,16 @@ def scale_by_tuning_free_nesterov(
       :math:`\lambda` (1.0, as MoMo's and ``polyak_sgd``'s);
     * :math:`\gamma = 2` (SPS with :math:`c = 1/2`): a mini-batch's :math:`\|g\|^2`
       overestimates the full gradient's, which makes :math:`\gamma = 1` too timid
-      on networks that interpolate;
-    * **an online estimate of** :math:`f^\star`, needed once :math:`\gamma = 2`
-      meets a loss whose minimum is far above 0 (softmax regression, noisy labels):
-      when the ceiling clips the step, the gap :math:`L - \hat f` is evidently
-      overestimated and :math:`\hat f` rises to the level at which the ceiling is the
-      exact Polyak step; an estimate above a batch's loss cannot be a lower bound and
-      is halved towards :math:`f_0` (MoMo's rule). Unclipped steps leave it alone.
+      on networks that interpolate.
+
+    Opt-in (``adapt_f_min=True``), **an online estimate of** :math:`f^\star` for a
+    loss whose minimum is far above 0: when the ceiling clips the step, the gap
+    :math:`L - \hat f` is evidently overestimated and :math:`\hat f` rises to the level
+    at which the ceiling is the exact Polyak step; an estimate above a batch's loss
+    cannot be a lower bound and is halved towards :math:`f_0` (MoMo's rule). It helped
+    slightly at a constant ceiling and hurt under a warm-up schedule, where the small
+    early ceiling ratchets :math:`\hat f` up to the batch losses and the noise of the
+    per-batch loss then zeroes many steps; hence off by default.
 
     A non-finite loss or gradient skips the step: zero update, state kept.
 
@@ -197,13 +200,13 @@ def tuning_free_nesterov(
     f_min: float = 0.0,
     adapt_f_min: bool = False,
 ) -> optax.GradientTransformationExtraArgs:
-    r"""Tuning-free adaptive Nesterov: a momentum-corrected Polyak step with an online f*.
+    r"""Tuning-free adaptive Nesterov: a momentum-corrected Polyak step with confidence 2.
 
     The library's preset for training without tuning: adaptive Nesterov
     (:func:`polyak_optax.adaptive_nesterov`, thesis Algorithm 5) whose Polyak rule
     sets the *effective* step :math:`\tau_k = \eta_k / (1 - \alpha)`, with
-    :math:`\gamma = 2` and a running estimate :math:`\hat f_k` of the optimal loss,
-    capped at ``max_learning_rate``:
+    :math:`\gamma = 2`, capped at ``max_learning_rate`` (:math:`\hat f_k = f_0` unless
+    ``adapt_f_min``):
 
     .. math::
 
@@ -224,8 +227,9 @@ def tuning_free_nesterov(
       max_learning_rate: ceiling :math:`\lambda_k > 0` of the effective step; a
         number or a schedule.
       confidence: :math:`\gamma > 0`.
-      f_min: a known lower bound of the loss, where the estimate starts.
-      adapt_f_min: estimate the optimal loss online.
+      f_min: a known lower bound of the loss (where an online estimate starts).
+      adapt_f_min: estimate the optimal loss online (see
+        :func:`scale_by_tuning_free_nesterov`).
 
     Returns:
       An ``optax.GradientTransformationExtraArgs``; call ``update(..., value=loss)``.
