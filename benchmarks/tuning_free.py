@@ -548,7 +548,9 @@ def plot(out_dir, rows: Sequence[dict[str, Any]]) -> list[Any]:
         for ax, schedule in zip(axes, SCHEDULES, strict=True):
             for i, o in enumerate(optimizers):
                 curves = [
-                    r["curve"] for r in mine if r["optimizer"] == o and r["schedule"] == schedule
+                    r["curve"]
+                    for r in mine
+                    if r["optimizer"] == o and r["schedule"] == schedule and r.get("curve")
                 ]
                 if not curves:
                     continue
