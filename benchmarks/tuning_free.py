@@ -612,6 +612,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         key = lambda r: (r["problem"], r["optimizer"], r["schedule"], r["seed"])
         rows = list({key(row): row for p in payloads for row in p["rows"]}.values())
         head = payloads[0]
+        for p in payloads[1:]:  # every part's problem settings (sizes, targets)
+            head["settings"]["problems"].update(p["settings"]["problems"])
         head["grid_note"] = " ".join(dict.fromkeys(p["grid_note"] for p in payloads))
         head["command"] += " | merged: " + " + ".join(p["command"] for p in payloads)
     else:
