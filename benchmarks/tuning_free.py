@@ -135,8 +135,8 @@ def _lr(base: float, multiplier: Callable[[jax.Array], jax.Array] | None) -> Any
 
 # name -> factory(multiplier or None) -> optimizer, each at its published defaults.
 OPTIMIZERS: dict[str, Callable[[Any], optax.GradientTransformation]] = {
-    "adaptive_nesterov": lambda m: po.adaptive_nesterov(max_learning_rate=_lr(0.1, m)),
     VARIANT: lambda m: po.tuning_free_nesterov(max_learning_rate=_lr(1.0, m)),
+    "adaptive_nesterov": lambda m: po.adaptive_nesterov(max_learning_rate=_lr(0.1, m)),
     "nesterov": lambda m: optax.sgd(_lr(0.01, m), momentum=0.9, nesterov=True),
     "adam": lambda m: optax.adam(_lr(1e-3, m)),
     "polyak_sgd": lambda m: optax.polyak_sgd(scaling=_lr(1.0, m)),
@@ -451,7 +451,8 @@ def markdown(head: dict[str, Any], rows: Sequence[dict[str, Any]]) -> str:
     """The report: the goal's verdicts, then one table per problem."""
     stats = summarize(rows)
     problems = list(dict.fromkeys(r["problem"] for r in rows))
-    optimizers = list(dict.fromkeys(r["optimizer"] for r in rows))
+    present = {r["optimizer"] for r in rows}
+    optimizers = [o for o in OPTIMIZERS if o in present]  # the variant first
     seeds = sorted({r["seed"] for r in rows})
     parts = [C.header_markdown(head, "Tuning-free head-to-head"), ""]
     parts.append(
@@ -543,7 +544,7 @@ def plot(out_dir, rows: Sequence[dict[str, Any]]) -> list[Any]:
     for problem in dict.fromkeys(r["problem"] for r in rows):
         fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
         mine = [r for r in rows if r["problem"] == problem]
-        optimizers = list(dict.fromkeys(r["optimizer"] for r in mine))
+        optimizers = [o for o in OPTIMIZERS if any(r["optimizer"] == o for r in mine)]
         colors = plt.get_cmap("tab20")
         for ax, schedule in zip(axes, SCHEDULES, strict=True):
             for i, o in enumerate(optimizers):
