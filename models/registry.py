@@ -11,7 +11,9 @@ import jax
 import jax.numpy as jnp
 
 from models.alexnet import AlexNet
+from models.bn_cnn import BNCNN
 from models.caffe import CifarQuick, LeNet5
+from models.linear import MLP, Linear
 from models.resnet import ResNet
 from models.tiny import Tiny
 from models.vgg import VGG, VGG16_LAYERS
@@ -26,6 +28,10 @@ _REGISTRY: dict[str, tuple[Callable[..., nn.Module], bool]] = {
     "vgg16": (functools.partial(VGG, layers=VGG16_LAYERS), True),
     "resnet34": (functools.partial(ResNet, stage_sizes=(3, 4, 6, 3)), True),
     "tiny": (Tiny, True),
+    # benchmarks.tuning_free: softmax regression, a small MLP, a small batch-norm CNN
+    "linear": (Linear, False),
+    "mlp": (MLP, False),
+    "bn_cnn": (BNCNN, True),
 }
 
 #: The public model names (``tiny`` exists for tests only and is not listed).

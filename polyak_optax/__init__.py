@@ -25,12 +25,18 @@ from polyak_optax._src.schedules import (
     onecycle_momentum_schedule,
     onecycle_schedule,
 )
+from polyak_optax._src.tuning_free_nesterov import (
+    TuningFreeNesterovState,
+    scale_by_tuning_free_nesterov,
+    tuning_free_nesterov,
+)
 
 __version__ = "0.1.0"
 
 __all__ = (
     "AdaptiveNesterovState",
     "LRRangeTestResult",
+    "TuningFreeNesterovState",
     "adaptive_nesterov",
     "cyclic_momentum_schedule",
     "cyclic_schedule",
@@ -43,4 +49,6 @@ __all__ = (
     "plot_lr_range_test",
     "scale_by_adaptive_nesterov",
     "scale_by_layerwise_log_norm",
+    "scale_by_tuning_free_nesterov",
+    "tuning_free_nesterov",
 )

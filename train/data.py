@@ -287,6 +287,10 @@ def load_dataset(
       >>> ds.train_images.shape, ds.test_labels.shape, ds.num_classes, ds.mean.shape
       ((50, 8, 8, 3), (20,), 10, (3,))
     """
+    if name == "license_chars":  # text, next character: benchmarks/tuning_free.py
+        from train import license_chars_data
+
+        return license_chars_data.load_dataset(data_dir, train_subset=train_subset, seed=seed)
     if name not in _NUM_CLASSES:
         raise ValueError(f"name must be one of {', '.join(DATASET_NAMES)}, got {name!r}")
     num_classes = _NUM_CLASSES[name]

@@ -176,6 +176,13 @@ def _adaptive_nesterov_factory(
     )
 
 
+def _tuning_free_nesterov_factory(
+    learning_rate: optax.ScalarOrSchedule, momentum: float
+) -> optax.GradientTransformationExtraArgs:
+    """The library's tuning-free adaptive Nesterov; the rate is the effective step's ceiling."""
+    return po.tuning_free_nesterov(momentum=momentum, max_learning_rate=learning_rate)
+
+
 _contrib = optax.contrib
 
 #: The optimizers of ``--optimizer``, by name: one entry each (factory and defaults).
@@ -202,6 +209,13 @@ OPTIMIZERS: dict[str, OptimizerSpec] = {
         takes_floor=True,
         native_layerwise=True,
         about="thesis Algorithm 5: Polyak step eta in [1e-3, lr], Nesterov momentum",
+    ),
+    "tuning_free_nesterov": OptimizerSpec(
+        _tuning_free_nesterov_factory,
+        1.0,
+        DEFAULT_MOMENTUM,
+        about="po.tuning_free_nesterov: momentum-corrected Polyak step, gamma 2, online f*; "
+        "lr = ceiling of the effective step eta / (1 - momentum)",
     ),
     "adagrad": OptimizerSpec(injected(optax.adagrad), 0.01, about="AdaGrad"),
     "adam": OptimizerSpec(

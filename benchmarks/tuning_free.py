@@ -1,0 +1,655 @@
+"""Tuning-free head-to-head: adaptive Nesterov against optax's learning-rate-free optimizers.
+
+``python -m benchmarks.tuning_free [--grid full|reduced|smoke] [--problems ...]
+[--optimizers ...] [--seeds N]``
+
+Every optimizer runs at its published defaults, the same on every problem (no tuning),
+in two schedule columns: ``constant`` and ``annealed``, where one shared one-cycle
+multiplier (``po.onecycle_schedule``: warm-up over 30% of the steps from 1/25, cosine
+down to 1/25e4) multiplies each optimizer's learning rate; for the Polyak methods that
+rate is the ceiling of the step, for ``polyak_sgd`` its ``scaling``. Schedule-free
+optimizers are evaluated at their averaged parameters (``schedule_free_eval_params``),
+as their authors prescribe.
+
+Reported per (problem, optimizer, schedule) over the seeds: final test accuracy as
+mean ± std and the training time (compilation and evaluation excluded) until the test
+accuracy first reaches the problem's target at an epoch's end (``null`` when never).
+Outputs ``results/tuning_free-<device>.md`` (tables), ``.json`` (raw rows: problem,
+optimizer, schedule, seed, test_accuracy, time_to_target_s, and the per-epoch curves)
+and ``-<problem>.png`` (test accuracy against epochs, one panel per schedule).
+
+One function, :func:`train_once`, does one run; the loop here is a plain jitted epoch
+(device-resident uint8 data, permutation and batches on the device, one host sync per
+epoch), the same design as :mod:`train.loop`.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax import lax
+
+import models
+import polyak_optax as po
+from benchmarks import _common as C
+from train import augment as augment_lib
+from train import data as data_lib
+
+BENCHMARK = "tuning_free"
+VARIANT = "tuning_free_nesterov"
+SCHEDULES = ("constant", "annealed")
+
+
+class Problem(NamedTuple):
+    """One benchmark problem; ``train_subset``/``epochs`` are the full-grid sizes."""
+
+    model: str
+    dataset: str
+    augment: bool
+    batch_size: int
+    epochs: int
+    train_subset: int | None
+    target: float  # test accuracy whose first crossing is timed
+    rationale: str
+
+
+PROBLEMS: dict[str, Problem] = {
+    "lenet5": Problem(
+        "lenet5",
+        "fashion_mnist",
+        False,
+        128,
+        10,
+        None,
+        0.88,
+        "the project's main job: a small non-BN CNN that can interpolate its data (f* ~ 0)",
+    ),
+    "bn_cnn_aug": Problem(
+        "bn_cnn",
+        "fashion_mnist",
+        True,
+        128,
+        10,
+        None,
+        0.88,
+        "batch norm makes the loss scale-invariant in the conv weights; augmentation "
+        "keeps the training loss far from 0",
+    ),
+    "logreg": Problem(
+        "linear",
+        "fashion_mnist",
+        False,
+        128,
+        10,
+        None,
+        0.83,
+        "multinomial logistic regression on pixels: convex, and f* > 0 (it cannot "
+        "interpolate), the classic weak spot of Polyak steps",
+    ),
+    "char_mlp": Problem(
+        "mlp",
+        "license_chars",
+        False,
+        128,
+        10,
+        None,
+        0.45,
+        "not vision: next-character prediction (30 classes) by an MLP on 12 one-hot "
+        "characters of the Debian license texts; high label noise, f* far above 0",
+    ),
+}
+
+# The reduced (CPU) grid: subsets and epochs per problem; every other setting as in full.
+REDUCED: dict[str, dict[str, Any]] = {
+    "lenet5": {"train_subset": 2_500, "epochs": 2, "batch_size": 32, "test_subset": 3_000},
+    "bn_cnn_aug": {"train_subset": 4_000, "epochs": 2, "batch_size": 64, "test_subset": 5_000},
+    "logreg": {"train_subset": 30_000, "epochs": 3},
+    "char_mlp": {"train_subset": 20_000, "epochs": 3},
+}
+SMOKE: dict[str, Any] = {"train_subset": 256, "epochs": 1, "test_subset": 256}
+REDUCED_NOTE = (
+    "CPU grid (2 cores shared with other jobs): lenet5 on 2,500 class-balanced training "
+    "images for 2 epochs at batch 32, first 3,000 test images; bn_cnn_aug on 4,000 images "
+    "for 2 epochs at batch 64, first 5,000 test images; logreg on 30,000 images for 3 "
+    "epochs (batch 128, full test set); char_mlp on 20,000 random windows for 3 epochs "
+    "(batch 128, full test text). Targets as in the full grid except lenet5 0.75 and "
+    "bn_cnn_aug 0.70."
+)
+REDUCED_TARGETS = {"lenet5": 0.75, "bn_cnn_aug": 0.70}
+
+
+def _lr(base: float, multiplier: Callable[[jax.Array], jax.Array] | None) -> Any:
+    """``base``, or the schedule ``base * multiplier(count)``."""
+    if multiplier is None:
+        return base
+    return lambda count: base * multiplier(count)
+
+
+# name -> factory(multiplier or None) -> optimizer, each at its published defaults.
+OPTIMIZERS: dict[str, Callable[[Any], optax.GradientTransformation]] = {
+    VARIANT: lambda m: po.tuning_free_nesterov(max_learning_rate=_lr(1.0, m)),
+    "adaptive_nesterov": lambda m: po.adaptive_nesterov(max_learning_rate=_lr(0.1, m)),
+    "nesterov": lambda m: optax.sgd(_lr(0.01, m), momentum=0.9, nesterov=True),
+    "adam": lambda m: optax.adam(_lr(1e-3, m)),
+    "polyak_sgd": lambda m: optax.polyak_sgd(scaling=_lr(1.0, m)),
+    "momo": lambda m: optax.contrib.momo(_lr(1.0, m)),
+    "momo_adam": lambda m: optax.contrib.momo_adam(_lr(1e-2, m)),
+    "prodigy": lambda m: optax.contrib.prodigy(_lr(1.0, m)),
+    "dadapt_adamw": lambda m: optax.contrib.dadapt_adamw(_lr(1.0, m)),
+    "dog": lambda m: optax.contrib.dog(_lr(1.0, m)),
+    "schedule_free_sgd": lambda m: optax.contrib.schedule_free_sgd(_lr(1.0, m)),
+    "schedule_free_adamw": lambda m: optax.contrib.schedule_free_adamw(_lr(0.0025, m)),
+}
+SCHEDULE_FREE = ("schedule_free_sgd", "schedule_free_adamw")
+
+
+def load_problem_data(problem: Problem, train_subset: int | None, seed: int = 0):
+    """The problem's ``Dataset`` (subsets: class-balanced images, random text windows)."""
+    return data_lib.load_dataset(problem.dataset, train_subset=train_subset, seed=seed)
+
+
+def _forward(apply_fn, params, batch_stats, x, train):
+    if not batch_stats:
+        return apply_fn({"params": params}, x, train=train), batch_stats
+    variables = {"params": params, "batch_stats": batch_stats}
+    if not train:
+        return apply_fn(variables, x, train=False), batch_stats
+    logits, new = apply_fn(variables, x, train=True, mutable=["batch_stats"])
+    return logits, new["batch_stats"]
+
+
+def make_epoch_fn(apply_fn, make_tx, total_steps: int, *, batch_size: int, augment: bool):
+    """A jitted epoch ``(params, batch_stats, opt_state, images, labels, mean, std, key,
+    annealed)``.
+
+    ``make_tx(multiplier)`` builds the optimizer inside the trace, its learning rate
+    multiplied by the one-cycle schedule where the traced flag ``annealed`` is true and by
+    1 where it is false: both schedule columns share one compilation (the optimizers'
+    states do not depend on the learning rate).
+    """
+    onecycle = po.onecycle_schedule(total_steps, 1.0)
+
+    def epoch(params, batch_stats, opt_state, images, labels, mean, std, key, annealed):
+        tx = make_tx(lambda count: jnp.where(annealed, onecycle(count), 1.0))
+        n = images.shape[0] // batch_size
+        perm_key, aug_key = jax.random.split(key)
+        perm = jax.random.permutation(perm_key, images.shape[0])
+
+        def body(i, carry):
+            params, batch_stats, opt_state, loss_sum = carry
+            idx = lax.dynamic_slice_in_dim(perm, i * batch_size, batch_size)
+            x = jnp.take(images, idx, axis=0)
+            y = jnp.take(labels, idx, axis=0)
+            if augment:
+                x = augment_lib.augment(jax.random.fold_in(aug_key, i), x)
+            x = augment_lib.normalize(x, mean, std)
+
+            def loss_fn(p):
+                logits, bs = _forward(apply_fn, p, batch_stats, x, True)
+                return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), bs
+
+            (loss, bs), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+            updates, opt_state = tx.update(grads, opt_state, params, value=loss)
+            params = optax.apply_updates(params, updates)
+            return params, bs, opt_state, loss_sum + loss
+
+        params, batch_stats, opt_state, loss_sum = lax.fori_loop(
+            0, n, body, (params, batch_stats, opt_state, jnp.zeros((), jnp.float32))
+        )
+        return params, batch_stats, opt_state, loss_sum / n
+
+    return jax.jit(epoch, donate_argnums=(0, 1, 2))
+
+
+def make_eval_fn(apply_fn, *, batch_size: int = 1000):
+    """Jitted test accuracy and loss over all of ``images`` (last batch padded, masked)."""
+
+    def evaluate(params, batch_stats, images, labels, mean, std):
+        n = images.shape[0]
+        nb = -(-n // batch_size)
+        pad = nb * batch_size - n
+        images = jnp.pad(images, ((0, pad),) + ((0, 0),) * (images.ndim - 1))
+        labels = jnp.pad(labels, (0, pad))
+        mask = jnp.arange(nb * batch_size) < n
+
+        def body(i, sums):
+            s = i * batch_size
+            x = augment_lib.normalize(lax.dynamic_slice_in_dim(images, s, batch_size), mean, std)
+            y = lax.dynamic_slice_in_dim(labels, s, batch_size)
+            m = lax.dynamic_slice_in_dim(mask, s, batch_size)
+            logits, _ = _forward(apply_fn, params, batch_stats, x, False)
+            ce = optax.softmax_cross_entropy_with_integer_labels(logits, y)
+            return (
+                sums[0] + jnp.sum(jnp.where(m, ce, 0.0)),
+                sums[1] + jnp.sum(m & (jnp.argmax(logits, -1) == y)),
+            )
+
+        loss, correct = lax.fori_loop(0, nb, body, (jnp.zeros(()), jnp.zeros((), jnp.int32)))
+        return correct / n, loss / n
+
+    return jax.jit(evaluate)
+
+
+class _Prepared(NamedTuple):
+    data: tuple[jax.Array, ...]  # train images, labels, test images, labels, mean, std
+    model: Any
+    num_classes: int
+    input_shape: tuple[int, ...]
+
+
+_PREPARED: dict[tuple[str, int | None, int | None], _Prepared] = {}
+_COMPILED: dict[tuple[Any, ...], Any] = {}
+
+
+def _prepare(name: str, train_subset: int | None, test_subset: int | None) -> _Prepared:
+    key = (name, train_subset, test_subset)
+    if key not in _PREPARED:
+        problem = PROBLEMS[name]
+        ds = load_problem_data(problem, train_subset)
+        xt, yt = ds.test_images[:test_subset], ds.test_labels[:test_subset]
+        data = tuple(
+            jax.device_put(a) for a in (ds.train_images, ds.train_labels, xt, yt, ds.mean, ds.std)
+        )
+        _PREPARED[key] = _Prepared(
+            data,
+            models.create(problem.model, ds.num_classes),
+            ds.num_classes,
+            ds.train_images.shape[1:],
+        )
+    return _PREPARED[key]
+
+
+def train_once(
+    problem: str,
+    optimizer: str,
+    schedule: str,
+    seed: int,
+    *,
+    epochs: int | None = None,
+    train_subset: int | None = None,
+    test_subset: int | None = None,
+    batch_size: int | None = None,
+    target: float | None = None,
+) -> dict[str, Any]:
+    """One run; returns the final accuracy, the time to target and per-epoch curves.
+
+    Args:
+      problem: a key of :data:`PROBLEMS`.
+      optimizer: a key of :data:`OPTIMIZERS`.
+      schedule: ``constant`` or ``annealed`` (the shared one-cycle multiplier).
+      seed: initialization and data-order seed.
+      epochs, train_subset, test_subset, batch_size: sizes (default: the problem's full
+        grid).
+      target: the test accuracy whose first crossing is timed (default: the problem's).
+
+    Returns:
+      ``{"test_accuracy", "time_to_target_s", "epochs": [{"epoch", "time_s",
+      "train_loss", "test_loss", "test_accuracy"}, ...]}``.
+    """
+    spec = PROBLEMS[problem]
+    if batch_size is not None or target is not None:
+        spec = spec._replace(
+            batch_size=batch_size or spec.batch_size,
+            target=spec.target if target is None else target,
+        )
+    epochs = spec.epochs if epochs is None else epochs
+    train_subset = spec.train_subset if train_subset is None else train_subset
+    prep = _prepare(problem, train_subset, test_subset)
+    images, labels, test_images, test_labels, mean, std = prep.data
+    steps = epochs * (images.shape[0] // spec.batch_size)
+
+    if schedule not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
+    annealed = jnp.asarray(schedule == "annealed")
+    ckey = (problem, optimizer, train_subset, test_subset, epochs, spec.batch_size)
+    if ckey not in _COMPILED:
+        make_tx = OPTIMIZERS[optimizer]
+        epoch_fn = make_epoch_fn(
+            prep.model.apply, make_tx, steps, batch_size=spec.batch_size, augment=spec.augment
+        )
+        _COMPILED[ckey] = (make_tx(lambda count: 1.0), epoch_fn, None)
+    tx, epoch_fn, compiled = _COMPILED[ckey]
+    eval_fn = _COMPILED.setdefault(("eval", problem), make_eval_fn(prep.model.apply))
+    init_fn = _COMPILED.setdefault(
+        ("init", problem), jax.jit(functools.partial(prep.model.init, train=False))
+    )
+
+    init_key, data_key = jax.random.split(jax.random.key(seed))
+    variables = init_fn(init_key, jnp.zeros((1, *prep.input_shape), jnp.float32))
+    params = variables["params"]
+    batch_stats = variables.get("batch_stats", {})
+    # Own buffers for the optimizer state (some optax states alias the params).
+    opt_state = jax.tree.map(jnp.copy, tx.init(params))
+    if compiled is None:  # one compilation per (problem, optimizer), outside the clock
+        compiled = epoch_fn.lower(
+            params, batch_stats, opt_state, images, labels, mean, std, data_key, annealed
+        ).compile()
+        _COMPILED[ckey] = (tx, epoch_fn, compiled)
+
+    curve, elapsed, time_to_target = [], 0.0, None
+    for epoch in range(1, epochs + 1):
+        key = jax.random.fold_in(data_key, epoch)
+        start = time.perf_counter()
+        params, batch_stats, opt_state, train_loss = compiled(
+            params, batch_stats, opt_state, images, labels, mean, std, key, annealed
+        )
+        jax.block_until_ready(params)
+        elapsed += time.perf_counter() - start
+        eval_params = params
+        if optimizer in SCHEDULE_FREE:
+            eval_params = optax.contrib.schedule_free_eval_params(opt_state, params)
+        acc, test_loss = eval_fn(eval_params, batch_stats, test_images, test_labels, mean, std)
+        acc = float(acc)
+        if time_to_target is None and acc >= spec.target:
+            time_to_target = elapsed
+        curve.append(
+            {
+                "epoch": epoch,
+                "time_s": elapsed,
+                "train_loss": float(train_loss),
+                "test_loss": float(test_loss),
+                "test_accuracy": acc,
+            }
+        )
+    return {
+        "test_accuracy": curve[-1]["test_accuracy"],
+        "time_to_target_s": time_to_target,
+        "epochs": curve,
+    }
+
+
+def grid_sizes(grid: str, name: str) -> dict[str, Any]:
+    """``train_once`` size keywords of ``problem`` on ``grid`` (full: the problem's own)."""
+    if grid == "full":
+        return {}
+    if grid == "smoke":
+        return dict(SMOKE)
+    sizes = dict(REDUCED[name])
+    if name in REDUCED_TARGETS:
+        sizes["target"] = REDUCED_TARGETS[name]
+    return sizes
+
+
+def summarize(rows: Sequence[dict[str, Any]]) -> dict[tuple[str, str, str], dict[str, Any]]:
+    """Per (problem, optimizer, schedule): accuracies, mean, std and mean time to target.
+
+    Example:
+      >>> rows = [{"problem": "p", "optimizer": "o", "schedule": "constant", "seed": s,
+      ...          "test_accuracy": a, "time_to_target_s": t}
+      ...         for s, a, t in [(0, 0.8, 1.0), (1, 0.9, None)]]
+      >>> s = summarize(rows)[("p", "o", "constant")]
+      >>> round(s["mean"], 3), s["reached"], s["time_to_target_s"]
+      (0.85, 1, 1.0)
+    """
+    out: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for row in rows:
+        key = (row["problem"], row["optimizer"], row["schedule"])
+        out.setdefault(key, {"accs": [], "times": []})
+        out[key]["accs"].append(row["test_accuracy"])
+        if row["time_to_target_s"] is not None:
+            out[key]["times"].append(row["time_to_target_s"])
+    for s in out.values():
+        s["mean"], s["std"] = C.mean_std(s["accs"])
+        s["reached"] = len(s["times"])
+        s["time_to_target_s"] = float(np.mean(s["times"])) if s["times"] else None
+    return out
+
+
+def verdicts(
+    stats: dict[tuple[str, str, str], dict[str, Any]], variant: str = VARIANT
+) -> list[dict[str, Any]]:
+    """The issue's goal per (problem, schedule): the variant's mean against the best peer.
+
+    ``verdict`` is ``best`` (highest mean of all), ``within 0.3`` (at most 0.3 points below
+    the best peer) or ``short``.
+    """
+    out = []
+    for problem, schedule in sorted({(p, s) for p, _, s in stats}):
+        peers = {
+            o: v["mean"]
+            for (p, o, s), v in stats.items()
+            if p == problem and s == schedule and o != variant
+        }
+        if (problem, variant, schedule) not in stats or not peers:
+            continue
+        mine = stats[(problem, variant, schedule)]["mean"]
+        best_peer = max(peers, key=peers.get)
+        gap = 100 * (mine - peers[best_peer])
+        verdict = "best" if gap > 0 else ("within 0.3" if gap >= -0.3 else "short")
+        rank = 1 + sum(v > mine for v in peers.values())
+        out.append(
+            {
+                "problem": problem,
+                "schedule": schedule,
+                "variant": mine,
+                "best_peer": best_peer,
+                "best_peer_accuracy": peers[best_peer],
+                "gap_points": gap,
+                "rank": rank,
+                "of": len(peers) + 1,
+                "verdict": verdict,
+            }
+        )
+    return out
+
+
+def target_of(head: dict[str, Any], problem: str) -> float:
+    """The target accuracy a run of ``head``'s grid used for ``problem``."""
+    settings = head.get("settings", {}).get("problems", {}).get(problem, {})
+    return settings.get("target") or PROBLEMS[problem].target
+
+
+def markdown(head: dict[str, Any], rows: Sequence[dict[str, Any]]) -> str:
+    """The report: the goal's verdicts, then one table per problem."""
+    stats = summarize(rows)
+    problems = list(dict.fromkeys(r["problem"] for r in rows))
+    present = {r["optimizer"] for r in rows}
+    optimizers = [o for o in OPTIMIZERS if o in present]  # the variant first
+    seeds = sorted({r["seed"] for r in rows})
+    parts = [C.header_markdown(head, "Tuning-free head-to-head"), ""]
+    parts.append(
+        f"Final test accuracy (%), mean ± std over {len(seeds)} seed(s); time to target: "
+        "mean training seconds (compilation and evaluation excluded) until the test "
+        "accuracy first reached the problem's target at an epoch's end, over the seeds "
+        "that reached it (n/N). Every optimizer at its published defaults, the same on "
+        "every problem; `annealed` multiplies each optimizer's learning rate (the Polyak "
+        "methods' ceiling) by one shared one-cycle schedule. **Bold**: the best mean of "
+        "the column."
+    )
+    parts += ["", "## The variant against the best peer", ""]
+    parts.append(
+        C.markdown_table(
+            [
+                "problem",
+                "schedule",
+                f"{VARIANT} (%)",
+                "best peer",
+                "peer (%)",
+                "gap (points)",
+                "rank",
+                "verdict",
+            ],
+            [
+                [
+                    v["problem"],
+                    v["schedule"],
+                    f"{100 * v['variant']:.2f}",
+                    v["best_peer"],
+                    f"{100 * v['best_peer_accuracy']:.2f}",
+                    f"{v['gap_points']:+.2f}",
+                    f"{v['rank']}/{v['of']}",
+                    v["verdict"],
+                ]
+                for v in verdicts(stats)
+            ],
+        )
+    )
+    for problem in problems:
+        spec = PROBLEMS[problem]
+        parts += [
+            "",
+            f"## {problem}",
+            "",
+            f"{spec.rationale}. Target {100 * target_of(head, problem):.0f}%.",
+            "",
+        ]
+        best = {
+            s: max(
+                (stats[(problem, o, s)]["mean"] for o in optimizers if (problem, o, s) in stats),
+                default=None,
+            )
+            for s in SCHEDULES
+        }
+        table = []
+        for o in optimizers:
+            line = [o]
+            for s in SCHEDULES:
+                st = stats.get((problem, o, s))
+                if st is None:
+                    line += ["", ""]
+                    continue
+                acc = f"{100 * st['mean']:.2f} ± {100 * st['std']:.2f}"
+                line.append(f"**{acc}**" if st["mean"] == best[s] else acc)
+                n = len(st["accs"])
+                t = st["time_to_target_s"]
+                line.append("never" if t is None else f"{t:.1f} s ({st['reached']}/{n})")
+            table.append(line)
+        parts.append(
+            C.markdown_table(
+                [
+                    "optimizer",
+                    "constant: accuracy",
+                    "constant: time to target",
+                    "annealed: accuracy",
+                    "annealed: time to target",
+                ],
+                table,
+            )
+        )
+    return "\n".join(parts) + "\n"
+
+
+def plot(out_dir, rows: Sequence[dict[str, Any]]) -> list[Any]:
+    """One PNG per problem: mean test accuracy against epochs, one panel per schedule."""
+    plt = C.pyplot()
+    paths = []
+    for problem in dict.fromkeys(r["problem"] for r in rows):
+        fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+        mine = [r for r in rows if r["problem"] == problem]
+        optimizers = [o for o in OPTIMIZERS if any(r["optimizer"] == o for r in mine)]
+        colors = plt.get_cmap("tab20")
+        for ax, schedule in zip(axes, SCHEDULES, strict=True):
+            for i, o in enumerate(optimizers):
+                curves = [
+                    r["curve"]
+                    for r in mine
+                    if r["optimizer"] == o and r["schedule"] == schedule and r.get("curve")
+                ]
+                if not curves:
+                    continue
+                acc = 100 * np.mean([[e["test_accuracy"] for e in c] for c in curves], axis=0)
+                epochs = [e["epoch"] for e in curves[0]]
+                style = (
+                    {"lw": 3, "color": "black"} if o == VARIANT else {"lw": 1.2, "color": colors(i)}
+                )
+                ax.plot(epochs, acc, marker="o", ms=3, label=o, **style)
+            ax.set_title(f"{problem}: {schedule}")
+            ax.set_xlabel("epoch")
+            ax.grid(alpha=0.3)
+        axes[0].set_ylabel("test accuracy (%), mean over seeds")
+        lo = np.percentile([100 * r["test_accuracy"] for r in mine], 10) - 5
+        axes[0].set_ylim(bottom=max(0, lo))
+        axes[1].legend(fontsize=7, loc="lower right", ncol=2)
+        paths.append(C.save_figure(fig, C.png_path(out_dir, BENCHMARK, problem)))
+    return paths
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs the grid (or rebuilds the report from ``--from-json`` files); returns 0."""
+    parser = C.base_parser(__doc__.splitlines()[0])
+    parser.add_argument("--problems", nargs="+", choices=sorted(PROBLEMS), default=None)
+    parser.add_argument("--optimizers", nargs="+", choices=sorted(OPTIMIZERS), default=None)
+    parser.add_argument("--schedules", nargs="+", choices=SCHEDULES, default=list(SCHEDULES))
+    parser.add_argument(
+        "--seeds", type=C.positive_int, default=None, help="seeds 0..N-1 (default 3; smoke 1)"
+    )
+    parser.add_argument(
+        "--from-json",
+        nargs="+",
+        type=str,
+        default=None,
+        help="rebuild tables and plots from the rows of these result files (e.g. parts of "
+        "a grid run in parallel); a later file's row replaces an earlier one of the same run",
+    )
+    args = parser.parse_args(argv)
+    grid = C.grid_of(args)
+    problems = args.problems or list(PROBLEMS)
+    optimizers = args.optimizers or list(OPTIMIZERS)
+    seeds = range(args.seeds or (1 if grid == "smoke" else 3))
+    note = {
+        "full": "Full grid: every problem on its whole training set, 10 epochs.",
+        "reduced": REDUCED_NOTE,
+        "smoke": "Smoke grid: 256 training and test examples, 1 epoch.",
+    }[grid]
+    settings = {
+        "problems": {p: {**PROBLEMS[p]._asdict(), **grid_sizes(grid, p)} for p in problems},
+        "optimizers": optimizers,
+        "schedules": args.schedules,
+        "seeds": list(seeds),
+    }
+    if args.from_json:
+        import json
+
+        payloads = [json.loads(Path(path).read_text()) for path in args.from_json]
+        # A later file's row replaces an earlier one of the same run (a rerun of a subset).
+        key = lambda r: (r["problem"], r["optimizer"], r["schedule"], r["seed"])
+        rows = list({key(row): row for p in payloads for row in p["rows"]}.values())
+        head = payloads[0]
+        for p in payloads[1:]:  # every part's problem settings (sizes, targets)
+            head["settings"]["problems"].update(p["settings"]["problems"])
+        head["grid_note"] = " ".join(dict.fromkeys(p["grid_note"] for p in payloads))
+        head["command"] += " | merged: " + " + ".join(p["command"] for p in payloads)
+    else:
+        head = C.header(BENCHMARK, grid, note, settings)
+        rows = []
+        for problem in problems:
+            for optimizer in optimizers:
+                for schedule in args.schedules:
+                    for seed in seeds:
+                        r = train_once(
+                            problem, optimizer, schedule, seed, **grid_sizes(grid, problem)
+                        )
+                        C.log(
+                            f"{problem} {optimizer} {schedule} seed {seed}: "
+                            f"{100 * r['test_accuracy']:.2f}% "
+                            f"(time to target {r['time_to_target_s']})"
+                        )
+                        rows.append(
+                            {
+                                "problem": problem,
+                                "optimizer": optimizer,
+                                "schedule": schedule,
+                                "seed": seed,
+                                "test_accuracy": r["test_accuracy"],
+                                "time_to_target_s": r["time_to_target_s"],
+                                "curve": r["epochs"],
+                            }
+                        )
+    payload = {**head, "variant": VARIANT, "verdicts": verdicts(summarize(rows)), "rows": rows}
+    report = markdown(head, rows)
+    C.write_results(args.out_dir, BENCHMARK, payload, report)
+    plot(args.out_dir, rows)
+    print(report)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,73 @@
+"""Smoke test of benchmarks/tuning_free.py (not timed: a smoke run's numbers mean nothing).
+
+Checks that the script runs end to end on its smoke grid and writes the report, the
+plots and the raw JSON in the format issue 11 specifies, and that ``--from-json``
+rebuilds the same report from the raw rows.
+"""
+
+from __future__ import annotations
+
+import json
+
+from benchmarks import _common
+from benchmarks import tuning_free as tf
+
+ROW_KEYS = {"problem", "optimizer", "schedule", "seed", "test_accuracy", "time_to_target_s"}
+
+
+def test_smoke_grid_writes_the_results_in_the_issue_format(tmp_path):
+    argv = [
+        "--smoke",
+        "--problems",
+        "logreg",
+        "char_mlp",
+        "--optimizers",
+        tf.VARIANT,
+        "schedule_free_sgd",
+        "--out-dir",
+        str(tmp_path),
+    ]
+    assert tf.main(argv) == 0
+    md_path, json_path = _common.result_paths(tmp_path, tf.BENCHMARK)
+    payload = json.loads(json_path.read_text())
+    assert payload["variant"] == tf.VARIANT
+    assert payload["device"] == _common.device_info()["label"]
+    rows = payload["rows"]
+    assert len(rows) == 2 * 2 * 2  # problems x optimizers x schedules, one seed
+    for row in rows:
+        assert set(row) >= ROW_KEYS
+        assert row["schedule"] in ("constant", "annealed")
+        assert 0.0 <= row["test_accuracy"] <= 1.0
+        assert row["time_to_target_s"] is None or row["time_to_target_s"] >= 0
+    assert {v["problem"] for v in payload["verdicts"]} == {"logreg", "char_mlp"}
+    report = md_path.read_text()
+    assert "## logreg" in report and "## char_mlp" in report
+    for problem in ("logreg", "char_mlp"):
+        png = _common.png_path(tmp_path, tf.BENCHMARK, problem)
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    rebuilt = tmp_path / "rebuilt"
+    assert tf.main(["--from-json", str(json_path), "--out-dir", str(rebuilt)]) == 0
+    again = json.loads(_common.result_paths(rebuilt, tf.BENCHMARK)[1].read_text())
+    assert again["rows"] == rows
+
+
+def test_every_problem_states_its_rationale_and_reduced_sizes():
+    assert len(tf.PROBLEMS) >= 4
+    for name, problem in tf.PROBLEMS.items():
+        assert len(problem.rationale) > 20, name
+        assert name in tf.REDUCED
+    assert set(tf.OPTIMIZERS) >= {
+        "adaptive_nesterov",
+        tf.VARIANT,
+        "nesterov",
+        "adam",
+        "polyak_sgd",
+        "momo",
+        "momo_adam",
+        "prodigy",
+        "dadapt_adamw",
+        "dog",
+        "schedule_free_sgd",
+        "schedule_free_adamw",
+    }
