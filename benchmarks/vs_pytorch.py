@@ -384,24 +384,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     head["cpu_model"] = cpu_model()
     C.log(f"{BENCHMARK} on {head['device']} ({head['cpu_model']}), grid {grid_name}")
 
-    rows, details = [], []
-    for model_name in grid["models"]:
-        ds = load_data(
-            model_name, grid["train_images"][model_name], grid["test_images"], args.cifar_dir
-        )
-        for batch_size in grid["batch_sizes"]:
-            cell = bench_cell(model_name, batch_size, ds, grid["timed_epochs"])
-            cell["detail"]["loadavg_after"] = list(os.getloadavg())
-            rows.append(cell["row"])
-            details.append(cell["detail"])
-            r = cell["row"]
-            C.log(
-                f"  {model_name} b={batch_size}: jax {r['jax_images_per_s']:.0f} img/s, "
-                f"torch {r['torch_images_per_s']:.0f} img/s, ratio {r['ratio']:.2f}x; "
-                f"test acc {r['jax_test_accuracy']:.4f} / {r['torch_test_accuracy']:.4f}; "
-                f"load {os.getloadavg()[0]:.1f}"
+    rows, details, datasets = [], [], {}
+    # The target cells (batch 128) first, so that a run cut short still has them.
+    cells = [(m, b) for b in grid["batch_sizes"] for m in grid["models"]]
+    cells.sort(key=lambda cell: cell[1] != TARGET_BATCH)
+    for model_name, batch_size in cells:
+        if model_name not in datasets:
+            datasets[model_name] = load_data(
+                model_name, grid["train_images"][model_name], grid["test_images"], args.cifar_dir
             )
-            markdown = write(args.out_dir, head, rows, details)  # after every cell
+        ds = datasets[model_name]
+        cell = bench_cell(model_name, batch_size, ds, grid["timed_epochs"])
+        cell["detail"]["loadavg_after"] = list(os.getloadavg())
+        rows.append(cell["row"])
+        details.append(cell["detail"])
+        r = cell["row"]
+        C.log(
+            f"  {model_name} b={batch_size}: jax {r['jax_images_per_s']:.0f} img/s, "
+            f"torch {r['torch_images_per_s']:.0f} img/s, ratio {r['ratio']:.2f}x; "
+            f"test acc {r['jax_test_accuracy']:.4f} / {r['torch_test_accuracy']:.4f}; "
+            f"load {os.getloadavg()[0]:.1f}"
+        )
+        markdown = write(args.out_dir, head, rows, details)  # after every cell
     print(markdown)
     return 0
 
