@@ -215,3 +215,30 @@ def test_bad_arguments_raise_value_error_naming_them():
         models.has_batch_norm("resnet")
     with pytest.raises(ValueError, match="size"):
         ceil_padding(0, 2, 2)
+
+
+@pytest.mark.parametrize("shape", [(2, 7, 5, 3), (2, 28, 28, 4), (1, 9, 11, 2), (2, 1, 1, 2)])
+@pytest.mark.parametrize(("window", "stride"), [(2, 2), (3, 2), (3, 1), (3, 3)])
+def test_pooling_values_and_gradients_equal_lax_reduce_window(shape, window, stride):
+    """The reshape/strided-slice pools against flax's reduce_window pools, with gradients."""
+    import flax.linen as nn
+
+    from models.layers import _padding
+
+    x = jax.random.normal(jax.random.key(window * 10 + stride), shape)
+    pads = _padding(x, window, stride)
+    win, strides = (window, window), (stride, stride)
+    pairs = [
+        (lambda x: max_pool(x, window, stride), lambda x: nn.max_pool(x, win, strides, pads)),
+        (
+            lambda x: avg_pool(x, window, stride),
+            lambda x: nn.avg_pool(x, win, strides, pads, count_include_pad=False),
+        ),
+    ]
+    for ours, ref in pairs:
+        got, want = ours(x), ref(x)
+        assert got.shape == want.shape
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+        ct = jax.random.normal(jax.random.key(1), got.shape)
+        grad = lambda f, ct=ct: jax.grad(lambda x: jnp.sum(f(x) * ct))(x)
+        np.testing.assert_allclose(grad(ours), grad(ref), rtol=1e-5, atol=1e-5)

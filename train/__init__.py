@@ -10,3 +10,5 @@ of are importable on their own:
 * :mod:`train.checkpoints`: orbax checkpoints;
 * :mod:`train.data`, :mod:`train.augment`: data sets and on-device augmentation.
 """
+
+from train import xla_flags  # noqa: F401  (first: sets XLA:CPU flags before jax starts)

@@ -1,0 +1,87 @@
+"""XLA:CPU flags of the training app, set in ``XLA_FLAGS`` before jax starts its backends.
+
+Imported first by :mod:`train` (so ``python -m train``, every benchmark and every import of
+``train.*`` get them). XLA reads ``XLA_FLAGS`` once, when jax creates its first backend
+(the first ``jax.devices()`` or computation), not when ``jax`` is imported; a process that
+has already run jax code before importing :mod:`train` keeps its flags and nothing here
+changes (``APPLIED`` is then empty).
+
+The flags (measured on a 2-core CPU, see ``benchmarks/results/vs_pytorch-cpu.md``):
+
+* ``--xla_cpu_experimental_ynn_fusion_type=`` and ``--xla_cpu_experimental_xnn_fusion_type=``
+  (empty: no fusion kinds) stop XLA:CPU from handing fusions of the training step to its
+  YNNPACK/XNNPACK library fusions, which on these small convolutional networks run several
+  times slower than XLA's own code and Eigen's convolutions (LeNet-5's epoch 2-3x slower).
+  Numerics stay float32 IEEE: nothing here enables fast math.
+
+Only XLA:CPU reads ``xla_cpu_*`` flags, so GPU and TPU compilations are unaffected; with
+``JAX_PLATFORMS`` naming no ``cpu`` the flags are not set at all.
+
+Overriding: a flag the user already names in their own ``XLA_FLAGS`` (with any value) is
+left as the user set it; ``POLYAK_OPTAX_XLA_CPU_FLAGS=0`` sets none of them.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import MutableMapping
+
+__all__ = ["APPLIED", "CPU_FLAGS", "apply"]
+
+CPU_FLAGS: tuple[str, ...] = (
+    "--xla_cpu_experimental_ynn_fusion_type=",
+    "--xla_cpu_experimental_xnn_fusion_type=",
+)
+OPT_OUT = "POLYAK_OPTAX_XLA_CPU_FLAGS"
+
+
+def _flag_name(token: str) -> str:
+    return token.split("=", 1)[0].lstrip("-")
+
+
+def _backends_started() -> bool:
+    bridge = sys.modules.get("jax._src.xla_bridge")
+    return bridge is not None and bridge.backends_are_initialized()
+
+
+def apply(environ: MutableMapping[str, str] | None = None) -> tuple[str, ...]:
+    """Adds the :data:`CPU_FLAGS` the user has not set to ``XLA_FLAGS``; returns those added.
+
+    Args:
+      environ: the environment to change (default ``os.environ``).
+
+    Returns:
+      The flags added (empty when opted out, when the platforms exclude the CPU, when the
+      user sets them all, or when jax's backends already started).
+
+    Example:
+      >>> env = {"XLA_FLAGS": "--xla_cpu_experimental_xnn_fusion_type=dot --xla_dump_to=/d"}
+      >>> apply(env)
+      ('--xla_cpu_experimental_ynn_fusion_type=',)
+      >>> for flag in env["XLA_FLAGS"].split():  # the user's own flags come after ours
+      ...     print(flag)
+      --xla_cpu_experimental_ynn_fusion_type=
+      --xla_cpu_experimental_xnn_fusion_type=dot
+      --xla_dump_to=/d
+      >>> apply({"JAX_PLATFORMS": "cuda"}), apply({OPT_OUT: "0"})
+      ((), ())
+    """
+    env = os.environ if environ is None else environ
+    if env.get(OPT_OUT, "1").strip().lower() in ("0", "false", "no", "off"):
+        return ()
+    platforms = [p.strip() for p in env.get("JAX_PLATFORMS", "").split(",") if p.strip()]
+    if platforms and "cpu" not in platforms:
+        return ()
+    if environ is None and _backends_started():
+        return ()
+    user = env.get("XLA_FLAGS", "").split()
+    named = {_flag_name(t) for t in user}
+    added = tuple(f for f in CPU_FLAGS if _flag_name(f) not in named)
+    if added:
+        env["XLA_FLAGS"] = " ".join((*added, *user))
+    return added
+
+
+#: The flags this process added to ``XLA_FLAGS`` when :mod:`train` was first imported.
+APPLIED: tuple[str, ...] = apply()
