@@ -12,19 +12,19 @@ __all__ = ["BNCNN"]
 
 
 class BNCNN(nn.Module):
-    """[conv 3x3 - BN - ReLU] x2 - max pool, twice (``width``, ``2 * width`` channels),
-    then global mean pooling and a dense layer.
+    """Strided conv 3x3 stem - BN - ReLU, then [conv 3x3 - BN - ReLU - max pool 2/2] with
+    ``width`` and ``2 * width`` channels, global mean pooling and a dense layer.
 
     The VGG pattern at a size that trains in seconds on a CPU; its batch norm makes the
     loss scale-invariant in the convolution weights, a regime where step-size rules
-    behave differently than on LeNet-5. 28,954 parameters with ``width=16`` on
+    behave differently than on LeNet-5. 7,514 parameters with ``width=16`` on
     28x28x1 inputs and 10 classes.
 
     Example:
       >>> import jax, jax.numpy as jnp
       >>> v = BNCNN(10).init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))
       >>> sum(x.size for x in jax.tree.leaves(v["params"])), sorted(v)
-      (28954, ['batch_stats', 'params'])
+      (7514, ['batch_stats', 'params'])
     """
 
     num_classes: int = 10
