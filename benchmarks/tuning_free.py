@@ -18,30 +18,25 @@ Outputs ``results/tuning_free-<device>.md`` (tables), ``.json`` (raw rows: probl
 optimizer, schedule, seed, test_accuracy, time_to_target_s, and the per-epoch curves)
 and ``-<problem>.png`` (test accuracy against epochs, one panel per schedule).
 
-One function, :func:`train_once`, does one run; the loop here is a plain jitted epoch
-(device-resident uint8 data, permutation and batches on the device, one host sync per
-epoch), the same design as :mod:`train.loop`.
+One function, :func:`train_once`, does one run through :func:`train.run.run` (the
+training app's own epochs), with this script's optimizer builder passed as ``tx=``.
 """
 
 from __future__ import annotations
 
-import functools
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
-from jax import lax
 
-import models
 import polyak_optax as po
 from benchmarks import _common as C
-from train import augment as augment_lib
 from train import data as data_lib
+from train.config import Config
+from train.run import Diverged, run
 
 BENCHMARK = "tuning_free"
 VARIANT = "tuning_free_nesterov"
@@ -156,115 +151,34 @@ def load_problem_data(problem: Problem, train_subset: int | None, seed: int = 0)
     return data_lib.load_dataset(problem.dataset, train_subset=train_subset, seed=seed)
 
 
-def _forward(apply_fn, params, batch_stats, x, train):
-    if not batch_stats:
-        return apply_fn({"params": params}, x, train=train), batch_stats
-    variables = {"params": params, "batch_stats": batch_stats}
-    if not train:
-        return apply_fn(variables, x, train=False), batch_stats
-    logits, new = apply_fn(variables, x, train=True, mutable=["batch_stats"])
-    return logits, new["batch_stats"]
+_PREPARED: dict[tuple[str, int | None, int | None], Any] = {}
 
 
-def make_epoch_fn(apply_fn, make_tx, total_steps: int, *, batch_size: int, augment: bool):
-    """A jitted epoch ``(params, batch_stats, opt_state, images, labels, mean, std, key,
-    annealed)``.
-
-    ``make_tx(multiplier)`` builds the optimizer inside the trace, its learning rate
-    multiplied by the one-cycle schedule where the traced flag ``annealed`` is true and by
-    1 where it is false: both schedule columns share one compilation (the optimizers'
-    states do not depend on the learning rate).
-    """
-    onecycle = po.onecycle_schedule(total_steps, 1.0)
-
-    def epoch(params, batch_stats, opt_state, images, labels, mean, std, key, annealed):
-        tx = make_tx(lambda count: jnp.where(annealed, onecycle(count), 1.0))
-        n = images.shape[0] // batch_size
-        perm_key, aug_key = jax.random.split(key)
-        perm = jax.random.permutation(perm_key, images.shape[0])
-
-        def body(i, carry):
-            params, batch_stats, opt_state, loss_sum = carry
-            idx = lax.dynamic_slice_in_dim(perm, i * batch_size, batch_size)
-            x = jnp.take(images, idx, axis=0)
-            y = jnp.take(labels, idx, axis=0)
-            if augment:
-                x = augment_lib.augment(jax.random.fold_in(aug_key, i), x)
-            x = augment_lib.normalize(x, mean, std)
-
-            def loss_fn(p):
-                logits, bs = _forward(apply_fn, p, batch_stats, x, True)
-                return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), bs
-
-            (loss, bs), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-            updates, opt_state = tx.update(grads, opt_state, params, value=loss)
-            params = optax.apply_updates(params, updates)
-            return params, bs, opt_state, loss_sum + loss
-
-        params, batch_stats, opt_state, loss_sum = lax.fori_loop(
-            0, n, body, (params, batch_stats, opt_state, jnp.zeros((), jnp.float32))
-        )
-        return params, batch_stats, opt_state, loss_sum / n
-
-    return jax.jit(epoch, donate_argnums=(0, 1, 2))
-
-
-def make_eval_fn(apply_fn, *, batch_size: int = 1000):
-    """Jitted test accuracy and loss over all of ``images`` (last batch padded, masked)."""
-
-    def evaluate(params, batch_stats, images, labels, mean, std):
-        n = images.shape[0]
-        nb = -(-n // batch_size)
-        pad = nb * batch_size - n
-        images = jnp.pad(images, ((0, pad),) + ((0, 0),) * (images.ndim - 1))
-        labels = jnp.pad(labels, (0, pad))
-        mask = jnp.arange(nb * batch_size) < n
-
-        def body(i, sums):
-            s = i * batch_size
-            x = augment_lib.normalize(lax.dynamic_slice_in_dim(images, s, batch_size), mean, std)
-            y = lax.dynamic_slice_in_dim(labels, s, batch_size)
-            m = lax.dynamic_slice_in_dim(mask, s, batch_size)
-            logits, _ = _forward(apply_fn, params, batch_stats, x, False)
-            ce = optax.softmax_cross_entropy_with_integer_labels(logits, y)
-            return (
-                sums[0] + jnp.sum(jnp.where(m, ce, 0.0)),
-                sums[1] + jnp.sum(m & (jnp.argmax(logits, -1) == y)),
-            )
-
-        loss, correct = lax.fori_loop(0, nb, body, (jnp.zeros(()), jnp.zeros((), jnp.int32)))
-        return correct / n, loss / n
-
-    return jax.jit(evaluate)
-
-
-class _Prepared(NamedTuple):
-    data: tuple[jax.Array, ...]  # train images, labels, test images, labels, mean, std
-    model: Any
-    num_classes: int
-    input_shape: tuple[int, ...]
-
-
-_PREPARED: dict[tuple[str, int | None, int | None], _Prepared] = {}
-_COMPILED: dict[tuple[Any, ...], Any] = {}
-
-
-def _prepare(name: str, train_subset: int | None, test_subset: int | None) -> _Prepared:
+def _prepare(name: str, train_subset: int | None, test_subset: int | None) -> Any:
+    """The problem's data set, its test set cut to ``test_subset`` (loaded once)."""
     key = (name, train_subset, test_subset)
     if key not in _PREPARED:
-        problem = PROBLEMS[name]
-        ds = load_problem_data(problem, train_subset)
-        xt, yt = ds.test_images[:test_subset], ds.test_labels[:test_subset]
-        data = tuple(
-            jax.device_put(a) for a in (ds.train_images, ds.train_labels, xt, yt, ds.mean, ds.std)
-        )
-        _PREPARED[key] = _Prepared(
-            data,
-            models.create(problem.model, ds.num_classes),
-            ds.num_classes,
-            ds.train_images.shape[1:],
+        ds = load_problem_data(PROBLEMS[name], train_subset)
+        _PREPARED[key] = ds._replace(
+            test_images=ds.test_images[:test_subset], test_labels=ds.test_labels[:test_subset]
         )
     return _PREPARED[key]
+
+
+def make_tx(optimizer: str, schedule: str, epochs: int) -> Callable[[int], Any]:
+    """The builder ``steps_per_epoch -> optimizer`` that :func:`train.run.run` calls:
+    the optimizer at its published defaults, its learning rate (the ceiling for the
+    Polyak methods) multiplied by one-cycle when ``schedule`` is ``annealed``."""
+    if schedule not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
+
+    def build(steps_per_epoch: int) -> Any:
+        multiplier = None
+        if schedule == "annealed":
+            multiplier = po.onecycle_schedule(epochs * steps_per_epoch, 1.0)
+        return OPTIMIZERS[optimizer](multiplier)
+
+    return build
 
 
 def train_once(
@@ -279,11 +193,12 @@ def train_once(
     batch_size: int | None = None,
     target: float | None = None,
 ) -> dict[str, Any]:
-    """One run; returns the final accuracy, the time to target and per-epoch curves.
+    """One run through :func:`train.run.run`; the final accuracy, time to target, curves.
 
     Args:
       problem: a key of :data:`PROBLEMS`.
-      optimizer: a key of :data:`OPTIMIZERS`.
+      optimizer: a key of :data:`OPTIMIZERS` (also the training app's registry name,
+        which gives schedule-free its averaged evaluation parameters).
       schedule: ``constant`` or ``annealed`` (the shared one-cycle multiplier).
       seed: initialization and data-order seed.
       epochs, train_subset, test_subset, batch_size: sizes (default: the problem's full
@@ -292,75 +207,52 @@ def train_once(
 
     Returns:
       ``{"test_accuracy", "time_to_target_s", "epochs": [{"epoch", "time_s",
-      "train_loss", "test_loss", "test_accuracy"}, ...]}``.
+      "train_loss", "test_loss", "test_accuracy"}, ...]}``; a diverged run keeps its
+      finite epochs and reports the accuracy of the last one (0.0 if none).
     """
     spec = PROBLEMS[problem]
-    if batch_size is not None or target is not None:
-        spec = spec._replace(
-            batch_size=batch_size or spec.batch_size,
-            target=spec.target if target is None else target,
-        )
     epochs = spec.epochs if epochs is None else epochs
     train_subset = spec.train_subset if train_subset is None else train_subset
-    prep = _prepare(problem, train_subset, test_subset)
-    images, labels, test_images, test_labels, mean, std = prep.data
-    steps = epochs * (images.shape[0] // spec.batch_size)
-
-    if schedule not in SCHEDULES:
-        raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
-    annealed = jnp.asarray(schedule == "annealed")
-    ckey = (problem, optimizer, train_subset, test_subset, epochs, spec.batch_size)
-    if ckey not in _COMPILED:
-        make_tx = OPTIMIZERS[optimizer]
-        epoch_fn = make_epoch_fn(
-            prep.model.apply, make_tx, steps, batch_size=spec.batch_size, augment=spec.augment
-        )
-        _COMPILED[ckey] = (make_tx(lambda count: 1.0), epoch_fn, None)
-    tx, epoch_fn, compiled = _COMPILED[ckey]
-    eval_fn = _COMPILED.setdefault(("eval", problem), make_eval_fn(prep.model.apply))
-    init_fn = _COMPILED.setdefault(
-        ("init", problem), jax.jit(functools.partial(prep.model.init, train=False))
+    target = spec.target if target is None else target
+    config = Config(
+        model=spec.model,
+        dataset=spec.dataset,
+        optimizer=optimizer,
+        schedule="constant",  # the optimizer (built below) carries the schedule
+        batch_size=spec.batch_size if batch_size is None else batch_size,
+        epochs=epochs,
+        augment=spec.augment,
+        seed=seed,
+        num_devices=1,
+        progress=False,
     )
-
-    init_key, data_key = jax.random.split(jax.random.key(seed))
-    variables = init_fn(init_key, jnp.zeros((1, *prep.input_shape), jnp.float32))
-    params = variables["params"]
-    batch_stats = variables.get("batch_stats", {})
-    # Own buffers for the optimizer state (some optax states alias the params).
-    opt_state = jax.tree.map(jnp.copy, tx.init(params))
-    if compiled is None:  # one compilation per (problem, optimizer), outside the clock
-        compiled = epoch_fn.lower(
-            params, batch_stats, opt_state, images, labels, mean, std, data_key, annealed
-        ).compile()
-        _COMPILED[ckey] = (tx, epoch_fn, compiled)
-
-    curve, elapsed, time_to_target = [], 0.0, None
-    for epoch in range(1, epochs + 1):
-        key = jax.random.fold_in(data_key, epoch)
-        start = time.perf_counter()
-        params, batch_stats, opt_state, train_loss = compiled(
-            params, batch_stats, opt_state, images, labels, mean, std, key, annealed
+    try:
+        history = run(
+            config,
+            dataset=_prepare(problem, train_subset, test_subset),
+            log=None,
+            tx=make_tx(optimizer, schedule, epochs),
         )
-        jax.block_until_ready(params)
-        elapsed += time.perf_counter() - start
-        eval_params = params
-        if optimizer in SCHEDULE_FREE:
-            eval_params = optax.contrib.schedule_free_eval_params(opt_state, params)
-        acc, test_loss = eval_fn(eval_params, batch_stats, test_images, test_labels, mean, std)
-        acc = float(acc)
-        if time_to_target is None and acc >= spec.target:
+    except Diverged as stop:
+        history = stop.history
+    curve, elapsed, time_to_target = [], 0.0, None
+    for record in history:
+        elapsed += record["epoch_time"]
+        acc = record["test_accuracy"]
+        if time_to_target is None and acc is not None and acc >= target:
             time_to_target = elapsed
         curve.append(
             {
-                "epoch": epoch,
+                "epoch": record["epoch"],
                 "time_s": elapsed,
-                "train_loss": float(train_loss),
-                "test_loss": float(test_loss),
+                "train_loss": record["train_loss"],
+                "test_loss": record["test_loss"],
                 "test_accuracy": acc,
             }
         )
+    final = curve[-1]["test_accuracy"] if curve else None
     return {
-        "test_accuracy": curve[-1]["test_accuracy"],
+        "test_accuracy": 0.0 if final is None else final,
         "time_to_target_s": time_to_target,
         "epochs": curve,
     }

@@ -36,6 +36,9 @@ _REGISTRY: dict[str, tuple[Callable[..., nn.Module], bool]] = {
 
 #: The public model names (``tiny`` exists for tests only and is not listed).
 MODEL_NAMES: tuple[str, ...] = ("lenet5", "cifar_quick", "alexnet", "vgg16", "resnet34")
+#: Every name :func:`create` accepts: the documents' models, the tuning-free benchmark's
+#: small ones (``linear``, ``mlp``, ``bn_cnn``) and ``tiny`` for tests.
+ALL_NAMES: tuple[str, ...] = tuple(_REGISTRY)
 
 
 def _lookup(name: str) -> tuple[Callable[..., nn.Module], bool]:

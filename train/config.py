@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 #: Names accepted by ``--dataset`` (see :mod:`train.data`).
-DATASETS = ("fashion_mnist", "mnist", "cifar10", "synthetic")
+DATASETS = ("fashion_mnist", "mnist", "cifar10", "synthetic", "license_chars")
 #: Names accepted by ``--schedule`` (see :mod:`train.optimizers`).
 SCHEDULES = ("constant", "step", "cyclic", "onecycle", "cosine")
 ON_NAN = ("stop", "skip")
@@ -108,9 +108,9 @@ def _optional(check: Callable[[Any], str | None]) -> Callable[[Any], str | None]
 
 
 def _model_names() -> tuple[str, ...]:
-    import models  # lazily: flax is imported only when a model is needed
+    from models import registry  # lazily: flax is imported only when a model is needed
 
-    return (*models.MODEL_NAMES, "tiny")
+    return registry.ALL_NAMES
 
 
 def _optimizer_names() -> tuple[str, ...]:
