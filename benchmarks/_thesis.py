@@ -45,7 +45,6 @@ from train.run import Diverged, run
 WEIGHT_DECAY = 0.0
 
 
-
 def load_data(
     dataset: str, data_dir: str | None, train_subset: int | None, test_subset: int | None
 ) -> data_lib.Dataset:
