@@ -33,7 +33,17 @@ import jax
 import optax
 
 import models
-from train import checkpoints, data, interrupt, loop, optimizers, progress, report, sharding
+from train import (
+    checkpoints,
+    data,
+    distributed,
+    interrupt,
+    loop,
+    optimizers,
+    progress,
+    report,
+    sharding,
+)
 from train.config import Config
 from train.workdir_lock import WorkdirLock
 
@@ -123,8 +133,10 @@ def run(
       ([1, 2], 8)
     """
     config = optimizers.resolve(config)
-    say = log or (lambda line: None)
-    lock = WorkdirLock(config.workdir) if config.workdir else contextlib.nullcontext()
+    distributed.initialize(config)
+    primary = distributed.process_index() == 0  # the one that prints and writes files
+    say = (log if primary else None) or (lambda line: None)
+    lock = WorkdirLock(config.workdir) if config.workdir and primary else contextlib.nullcontext()
     with lock:
         return _run_locked(config, dataset, say, show_progress, tx, on_epoch)
 
@@ -151,7 +163,10 @@ def _run_locked(
                     f"workdir {workdir} already holds a run; pass --resume to continue it or "
                     "--overwrite to start over"
                 )
-            shutil.rmtree(ckpt.directory)
+            distributed.barrier("checked-workdir")  # all have seen the old run
+            if distributed.process_index() == 0:
+                shutil.rmtree(ckpt.directory)
+        distributed.barrier("prepared-workdir")
 
     if dataset is None:
         dataset = data.load_dataset(
@@ -168,7 +183,13 @@ def _run_locked(
     batch_size, persistency = config.batch_size, config.persistency
     if batch_size > num_train:
         raise ValueError(f"--batch-size {batch_size} exceeds the {num_train} training examples")
-    steps_per_epoch = num_train // batch_size
+    sharded = config.data_placement == "sharded"
+    used_train = sharding.sharded_rows(num_train, mesh) if sharded else num_train
+    steps_per_epoch = (
+        (used_train // mesh.size) // (batch_size // mesh.size)
+        if sharded
+        else num_train // batch_size
+    )
     eval_batch_size = min(config.eval_batch_size, len(dataset.test_labels))
     eval_batch_size = -(-eval_batch_size // mesh.size) * mesh.size
 
@@ -182,16 +203,8 @@ def _run_locked(
     image_shape = tuple(dataset.train_images.shape[1:])
     state = loop.create_train_state(model, tx, init_key, image_shape)
     state = sharding.replicate(state, mesh)
-    train_images, train_labels, test_images, test_labels, mean, std = sharding.replicate(
-        (
-            dataset.train_images,
-            dataset.train_labels,
-            dataset.test_images,
-            dataset.test_labels,
-            dataset.mean,
-            dataset.std,
-        ),
-        mesh,
+    train_images, train_labels, test_images, test_labels, mean, std = _place_data(
+        dataset, mesh, sharded, used_train, eval_batch_size
     )
 
     history: History = []
@@ -216,12 +229,15 @@ def _run_locked(
         "steps_per_epoch": steps_per_epoch,
         "optimizer_steps_per_epoch": steps_per_epoch * persistency,
         "dropped_per_epoch": num_train - steps_per_epoch * batch_size,
+        "data_placement": config.data_placement,
+        "train_examples_per_device": used_train // mesh.size if sharded else num_train,
         "num_devices": mesh.size,
+        "num_processes": jax.process_count(),
         "devices": [str(d) for d in mesh.devices.flat],
         "jax_version": jax.__version__,
     }
     sinks = None
-    if workdir is not None:
+    if workdir is not None and distributed.process_index() == 0:
         _write_config(workdir, config, derived)
         sinks = report.RunReport(workdir)
         sinks.restart(history)
@@ -255,6 +271,7 @@ def _run_locked(
         persistency=persistency,
         augment=config.augment,
         data_sharding=data_sharding,
+        sharded=sharded,
     ).compile()
     eval_fn = loop.evaluate.lower(
         state,
@@ -265,11 +282,13 @@ def _run_locked(
         batch_size=eval_batch_size,
         data_sharding=data_sharding,
         eval_params=spec.eval_params,
+        sharded=sharded,
     ).compile()
     say(f"compiled in {time.perf_counter() - t0:.1f}s")
 
     if show_progress is None:
         show_progress = config.progress and sys.stderr.isatty()
+    show_progress = show_progress and distributed.process_index() == 0
     bar = progress.EpochProgress(epochs, enabled=show_progress, write=say)
     stop = interrupt.StopAfterEpoch(
         "train: {signal}: stopping after the running epoch, which will be saved "
@@ -329,10 +348,15 @@ def _run_locked(
                             {"epoch": epoch, "wall_time": wall_time, "history": history},
                             finite=params_finite,
                         )
-                    sinks.add(history)  # only after the checkpoint is committed
+                    if sinks is not None:
+                        sinks.add(history)  # only after the checkpoint is committed
                 bar.update(record)
                 if on_epoch is not None:
                     on_epoch(record, state)
+                # Every process stops after the same epoch: one asked to, all stop.
+                votes = distributed.barrier(f"epoch-{epoch}", str(stop.signum or ""))
+                if not stop.requested and any(votes):
+                    stop.requested, stop.signum = True, int(next(v for v in votes if v))
                 if stop.requested and epoch < epochs:
                     break
     except interrupt.Abort as abort:
@@ -363,12 +387,36 @@ def _run_locked(
     return history
 
 
+def _place_data(
+    dataset: data.Dataset, mesh: Any, sharded: bool, used_train: int, eval_batch_size: int
+) -> tuple[jax.Array, ...]:
+    """The data set on the mesh: sharded (each device holds its rows; the test set padded
+    to whole evaluation batches, label -1 on the padding) or replicated."""
+    stats = sharding.replicate((dataset.mean, dataset.std), mesh)
+    if not sharded:
+        arrays = (dataset.train_images, dataset.train_labels, dataset.test_images)
+        return (*sharding.replicate((*arrays, dataset.test_labels), mesh), *stats)
+    num_test = len(dataset.test_labels)
+    test_rows = -(-num_test // eval_batch_size) * eval_batch_size
+    return (
+        sharding.put_rows(dataset.train_images, mesh, used_train),
+        sharding.put_rows(dataset.train_labels, mesh, used_train),
+        sharding.put_rows(dataset.test_images, mesh, test_rows),
+        sharding.put_rows(dataset.test_labels, mesh, test_rows, fill=-1),
+        *stats,
+    )
+
+
 def _wait(outputs: Any, bar: progress.EpochProgress, t0: float) -> None:
     """Waits for the running epoch while signal handlers and the live line stay responsive."""
     leaves = jax.tree.leaves(outputs)
+    polls = 0
     while not all(x.is_ready() for x in leaves):
         bar.tick(time.perf_counter() - t0)
         time.sleep(POLL_SECONDS)
+        polls += 1
+        if polls % 10 == 0:
+            distributed.check_peers()  # another process failed: do not wait for it
 
 
 def _close(ckpt: checkpoints.Checkpointer | None, sinks: report.RunReport | None) -> None:
@@ -381,7 +429,9 @@ def _close(ckpt: checkpoints.Checkpointer | None, sinks: report.RunReport | None
 def _write_config(workdir: str, config: Config, derived: dict[str, Any]) -> None:
     """``config.json``, keeping a larger target ``epochs`` of an earlier run in the workdir."""
     path = os.path.join(workdir, "config.json")
-    saved = config.to_json()
+    # Where the processes meet is not part of the run: a resume may meet elsewhere.
+    saved = config.replace(coordinator_address=None, num_processes=None, process_id=None)
+    saved = saved.to_json()
     if config.resume and os.path.exists(path):
         with contextlib.suppress(OSError, ValueError, TypeError, KeyError), open(path) as f:
             saved["epochs"] = max(config.epochs, int(json.load(f)["epochs"]))
