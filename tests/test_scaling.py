@@ -8,18 +8,25 @@ synthetic 8x8x1 images.
 
 from __future__ import annotations
 
+import json
 import os
+import signal
+import socket
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 import models
-from train import loop, sharding
+from train import data, loop, sharding
+from train import run as train_run
+from train.config import Config
 from train.optimizers import build_optimizer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -140,3 +147,164 @@ def test_four_devices_hold_a_quarter_each_and_train_on_the_documented_batches():
     sharded evaluation equals the replicated one."""
     result = _python(_SHARDED, devices=4)
     assert result.returncode == 0 and "ok" in result.stdout, result.stdout + result.stderr
+
+
+# Multi-process: 2 processes x 2 CPU devices against 1 process x 4 devices.
+TINY = [
+    "--dataset", "synthetic", "--synthetic-shape", "8,8,1", "--synthetic-size", "64,32",
+    "--model", "tiny", "--batch-size", "16", "--persistency", "2", "--schedule", "cyclic",
+    "--cycle-epochs", "0.5", "--augment", "--no-progress",
+]  # fmt: skip
+EPOCHS = 6
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+def _train(*args, devices: int) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "train", *map(str, args)],
+        cwd=REPO, env=_env(devices), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
+def _processes(*args, port: int, count: int = 2, flags=None) -> list[subprocess.Popen]:
+    """``count`` processes of 2 devices each meeting at ``port``; ``flags`` maps a process
+    to the ``--num-processes`` it claims (default ``count``)."""
+    meet = ["--coordinator-address", f"localhost:{port}"]
+    return [
+        _train(
+            *args,
+            *meet,
+            "--num-processes",
+            (flags or {}).get(i, count),
+            "--process-id",
+            i,
+            devices=2,
+        )
+        for i in range(count)
+    ]
+
+
+def _finish(processes: list[subprocess.Popen]) -> list[tuple[int, str, str]]:
+    return [(p.wait(timeout=300), *p.communicate()) for p in processes]
+
+
+def _records(workdir: Path) -> list[dict]:
+    path = workdir / "metrics.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def _one_line(stderr: str) -> str:
+    assert "Traceback" not in stderr, stderr
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1, stderr
+    return lines[0]
+
+
+def test_two_processes_give_the_four_device_numbers_through_a_kill_and_resume(tmp_path):
+    """2 processes x 2 devices (gloo) equal 1 process x 4 devices up to float rounding,
+    with process 1 killed (-9) in the middle: process 0 ends with one line, and both
+    resumed continue to the same numbers. Only process 0 writes metrics and prints."""
+    single, multi = tmp_path / "single", tmp_path / "multi"
+    reference = _train(*TINY, "--epochs", EPOCHS, "--workdir", single, devices=4)
+    processes = _processes(*TINY, "--epochs", EPOCHS, "--workdir", multi, port=_free_port())
+    deadline = time.monotonic() + 240
+    while len(_records(multi)) < 2:
+        assert all(p.poll() is None for p in processes), _finish(processes)
+        assert time.monotonic() < deadline, "the run did not get there in time"
+        time.sleep(0.05)
+    processes[1].send_signal(signal.SIGKILL)
+    (code, out, err), _ = _finish(processes)
+    assert code not in (0, None), (out, err)
+    assert _one_line(err).startswith("python -m train: [process 0] error: "), err
+    kept = sorted(int(p.name) for p in (multi / "checkpoints").iterdir() if p.name.isdigit())
+    assert kept and kept[-1] < EPOCHS, kept
+
+    resumed = _finish(
+        _processes("--resume", "--workdir", multi, "--barrier-timeout", 60, port=_free_port())
+    )
+    assert [r[0] for r in resumed] == [0, 0], resumed
+    assert "results:" in resumed[0][1] and "results:" not in resumed[1][1], resumed
+    assert "epoch" not in resumed[1][1], resumed[1][1]  # process 1 prints no progress
+    ((code, _, err),) = _finish([reference])
+    assert code == 0, err
+    expected, got = _records(single), _records(multi)
+    assert [r["epoch"] for r in got] == list(range(1, EPOCHS + 1))
+    config = json.loads((multi / "config.json").read_text())
+    assert config["derived"]["num_processes"] == 2 and config["derived"]["num_devices"] == 4
+    assert config["coordinator_address"] is None  # a resume may meet elsewhere
+    for mine, theirs in zip(got, expected, strict=True):
+        assert mine["step"] == theirs["step"]
+        for key in ("train_loss", "test_loss", "learning_rate"):
+            assert mine[key] == pytest.approx(theirs[key], rel=1e-4), key
+        assert abs(mine["train_accuracy"] - theirs["train_accuracy"]) <= 1 / 64 + 1e-9
+        assert abs(mine["test_accuracy"] - theirs["test_accuracy"]) <= 1 / 32 + 1e-9
+
+
+def test_bad_input_ends_every_process_with_one_line(tmp_path):
+    """A batch size that the 4 devices of 2 processes do not divide, and a process whose
+    process count disagrees with the coordinator's: one line and exit 1 in each process."""
+    batch = _finish(
+        _processes(*TINY, "--batch-size", "6", "--workdir", tmp_path / "a", port=_free_port())
+    )
+    for code, _, err in batch:
+        assert code == 1 and "must be a multiple of the number of devices (4)" in _one_line(err)
+    count = _finish(
+        _processes(*TINY, "--workdir", tmp_path / "b", "--barrier-timeout", 30,
+                   port=_free_port(), flags={1: 3})
+    )  # fmt: skip
+    for (code, _, err), who in zip(count, ("process 1", "process 1"), strict=True):
+        line = _one_line(err)
+        assert code == 1 and who in line and "--num-processes 3 (process 0: 2)" in line, line
+
+
+def test_an_unreachable_coordinator_fails_with_one_line_after_the_timeout(tmp_path):
+    start = time.monotonic()
+    process = _train(
+        *TINY, "--workdir", tmp_path / "run", "--coordinator-address",
+        f"localhost:{_free_port()}", "--num-processes", 2, "--process-id", 1,
+        "--barrier-timeout", 3, devices=2,
+    )  # fmt: skip
+    code, _, err = _finish([process])[0]
+    assert code == 1 and "cannot join the run at localhost:" in _one_line(err), err
+    assert time.monotonic() - start < 120
+
+
+# Chunked mode: device-resident chunks of C batches from a memory-mapped training set.
+def test_the_idx_reader_writes_a_memory_map_once_and_later_runs_read_only_it(tmp_path):
+    from tests.test_data import _write_idx_set
+
+    raw, cache = tmp_path / "raw", tmp_path / "cache"
+    raw.mkdir()
+    _write_idx_set(raw, np.random.default_rng(0))
+    first = data.load_dataset("mnist", raw, cache_dir=cache)
+    assert isinstance(first.train_images, np.memmap) and first.train_images.dtype == np.uint8
+    for path in raw.iterdir():
+        path.unlink()  # the IDX files are no longer needed
+    again = data.load_dataset("mnist", raw, cache_dir=cache)
+    assert again.source.startswith("memory-mapped")
+    np.testing.assert_array_equal(again.train_images, first.train_images)
+    np.testing.assert_array_equal(again.mean, first.mean)
+
+
+def test_chunked_epochs_give_the_resident_numbers(monkeypatch):
+    """12 batches in chunks of 5 (the last one partial), K = 2 and augmentation: the chunked
+    epochs equal the resident ones exactly; ``auto`` picks chunks when the data set would
+    fill the free device memory."""
+    config = Config(
+        model="tiny", dataset="synthetic", optimizer="sgd", schedule="cyclic",
+        cycle_epochs=0.5, synthetic_shape=(8, 8, 1), synthetic_size=(100, 20),
+        batch_size=8, persistency=2, augment=True, epochs=2, chunk_batches=5,
+    )  # fmt: skip
+    resident = train_run.run(config.replace(data_mode="resident"), log=None)
+    lines = []
+    monkeypatch.setattr(train_run, "_free_device_memory", lambda: 100 * 64 // 3)
+    chunked = train_run.run(config, log=lines.append)
+    assert "chunks of 5 batches" in lines[0], lines[0]
+    for mine, theirs in zip(chunked, resident, strict=True):
+        for key in ("step", "train_loss", "train_accuracy", "test_loss", "learning_rate"):
+            assert mine[key] == pytest.approx(theirs[key], rel=1e-6), key

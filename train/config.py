@@ -33,6 +33,7 @@ DATASETS = ("fashion_mnist", "mnist", "cifar10", "synthetic")
 SCHEDULES = ("constant", "step", "cyclic", "onecycle", "cosine")
 ON_NAN = ("stop", "skip")
 DATA_PLACEMENTS = ("sharded", "replicated")
+DATA_MODES = ("auto", "resident", "chunked")
 
 
 def _field(
@@ -203,6 +204,27 @@ class Config:
         "a batch takes batch/D examples of each device's shard) or replicated (a full copy "
         "on each device; the single-device sampling on any number of devices)",
         check=_one_of(DATA_PLACEMENTS),
+    )
+    data_mode: str = _field(
+        "auto",
+        "resident: the whole training set on the devices; chunked: device-resident chunks "
+        "of --chunk-batches batches, the next one copied while one trains (same numbers); "
+        "auto: chunked when the data set would take over half the free device memory",
+        check=_one_of(DATA_MODES),
+        resume=True,
+    )
+    chunk_batches: int | None = _field(
+        None,
+        "batches per chunk of the chunked mode (default: 1/8 of the free device memory, "
+        "at most 64 batches where that is unknown)",
+        check=_optional(_int_at_least(1)),
+        resume=True,
+    )
+    data_cache: str | None = _field(
+        None,
+        "keep the data set as uint8 .npy files here (written once) and read them memory-"
+        "mapped: host RAM no longer bounds it, and each process reads only its rows",
+        resume=True,
     )
     coordinator_address: str | None = _field(
         None,

@@ -457,6 +457,65 @@ def train_epoch(
     return state, epoch_metrics(sums, num_batches, batch_size, persistency)
 
 
+def chunk_rows(indices: np.ndarray, num_shards: int) -> np.ndarray:
+    """The rows of a chunk of batches (``[C, B]`` global indices) in the order the
+    chunk is sharded: device ``s`` holds, batch after batch, its ``B / S`` examples.
+
+    Example:
+      >>> chunk_rows(np.arange(8).reshape(2, 4), 2).tolist()
+      [0, 1, 4, 5, 2, 3, 6, 7]
+    """
+    chunk, batch = indices.shape
+    parts = indices.reshape(chunk, num_shards, batch // num_shards)
+    return parts.transpose(1, 0, 2).reshape(-1)
+
+
+@functools.partial(
+    jax.jit,
+    static_argnames=("batch_size", "persistency", "augment", "data_sharding"),
+    donate_argnames=("state", "sums"),
+)
+def train_chunk(
+    state: TrainState,
+    sums: Metrics,
+    images: jax.Array,
+    labels: jax.Array,
+    num_batches: jax.Array,
+    first_batch: jax.Array,
+    mean: jax.Array,
+    std: jax.Array,
+    augment_key: jax.Array,
+    *,
+    batch_size: int,
+    persistency: int = 1,
+    augment: bool = False,
+    data_sharding: NamedSharding,
+) -> tuple[TrainState, Metrics]:
+    """The chunked mode: trains on the first ``num_batches`` batches of a device-resident
+    chunk, batches ``first_batch, ...`` of the epoch, as one jitted call.
+
+    The chunk holds ``C`` batches laid out by :func:`chunk_rows` and sharded over
+    ``data_sharding``; batch ``j`` is rows ``[j * b, (j + 1) * b)`` of every device's part.
+    Augmentation keys and the K steps are those of :func:`train_epoch`, so an epoch of
+    chunks over the batches of :func:`epoch_indices` gives the resident epoch's numbers.
+    ``sums`` (from :func:`zero_sums`) carries the epoch's metric sums from chunk to chunk.
+    """
+    num_shards = data_sharding.mesh.size
+    local_batch = batch_size // num_shards
+    local_rows = images.shape[0] // num_shards
+    rows = _constrain(
+        jnp.broadcast_to(jnp.arange(local_rows), (num_shards, local_rows)), data_sharding
+    )
+    take = _local_batch(data_sharding, local_batch)
+
+    def batch(j: jax.Array) -> tuple[jax.Array, jax.Array]:
+        return take(images, labels, rows, j)
+
+    return _train_batches(
+        state, sums, batch, num_batches, first_batch, mean, std, augment_key, persistency, augment
+    )
+
+
 @functools.partial(
     jax.jit, static_argnames=("batch_size", "data_sharding", "eval_params", "sharded")
 )
