@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import socket
 import sys
 import time
 from typing import Any
@@ -69,6 +70,8 @@ def initialize(config: Config) -> None:
         raise DistributedError("--num-processes: needs --coordinator-address HOST:PORT")
     if jax.config.jax_platforms in (None, "", "cpu") or "cpu" in str(jax.config.jax_platforms):
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    if config.coordinator_address is not None and config.process_id not in (None, 0):
+        _wait_for_coordinator(config.coordinator_address, timeout)
     try:
         jax.distributed.initialize(
             coordinator_address=config.coordinator_address,
@@ -86,6 +89,26 @@ def initialize(config: Config) -> None:
         ) from None
     _state.update(initialized=True, timeout=timeout)
     _check_same_flags(config)
+
+
+def _wait_for_coordinator(address: str, timeout: float) -> None:
+    """Waits until the coordinator accepts connections: jaxlib's own connect aborts the
+    process with a stack trace when it cannot reach it."""
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise DistributedError(f"--coordinator-address: expected HOST:PORT, got {address!r}")
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection((host.strip("[]"), int(port)), timeout=1.0):
+                return
+        except OSError as error:
+            if time.monotonic() > deadline:
+                raise DistributedError(
+                    f"cannot join the run at {address}: the coordinator (process 0) did not "
+                    f"answer within --barrier-timeout {timeout:g}s ({error})"
+                ) from None
+            time.sleep(0.2)
 
 
 def active() -> bool:
