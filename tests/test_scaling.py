@@ -136,6 +136,18 @@ replicated = loop.evaluate(
 )
 np.testing.assert_allclose(float(sharded["loss"]), float(replicated["loss"]), rtol=1e-5)
 assert float(sharded["accuracy"]) == float(replicated["accuracy"])
+# The chunked mode over the 4 devices (12 batches in chunks of 5) gives the resident numbers.
+from train.config import Config
+from train.run import run
+config = Config(
+    model="tiny", dataset="synthetic", optimizer="sgd", schedule="constant", augment=True,
+    synthetic_shape=(8, 8, 1), synthetic_size=(100, 20), batch_size=8, persistency=2,
+    epochs=1, chunk_batches=5,
+)
+resident = run(config.replace(data_mode="resident"), log=None)
+chunked = run(config.replace(data_mode="chunked"), log=None)
+for key in ("step", "train_loss", "train_accuracy", "test_loss"):
+    np.testing.assert_allclose(chunked[0][key], resident[0][key], rtol=1e-6, err_msg=key)
 print("ok")
 """
 
@@ -143,8 +155,8 @@ print("ok")
 def test_four_devices_hold_a_quarter_each_and_train_on_the_documented_batches():
     """Sharded over 4 fake devices: each device holds N/4 examples (from the shardings), the
     epoch trains on exactly the batches :func:`train.loop.epoch_indices` documents (a
-    one-device loop over them gives the same parameters up to float rounding), and the
-    sharded evaluation equals the replicated one."""
+    one-device loop over them gives the same parameters up to float rounding), the
+    sharded evaluation equals the replicated one, and chunked epochs the resident ones."""
     result = _python(_SHARDED, devices=4)
     assert result.returncode == 0 and "ok" in result.stdout, result.stdout + result.stderr
 
