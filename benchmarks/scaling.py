@@ -61,10 +61,10 @@ GRIDS: dict[str, dict[str, Any]] = {
     "reduced": {
         "model": "lenet5",
         "shape": (28, 28, 1),
-        "train_size": 8192,
+        "train_size": 4096,
         "batch_size": 128,
         "chunk_batches": 8,
-        "epochs": 4,
+        "epochs": 3,
         "layouts": LAYOUTS,
     },
     "smoke": {
@@ -79,8 +79,8 @@ GRIDS: dict[str, dict[str, Any]] = {
 }
 GRID_NOTES = {
     "full": "",
-    "reduced": "CPU grid: LeNet-5 on synthetic 28x28x1 images, 8192 per epoch, batch 128, "
-    "chunks of 8 batches, 4 epochs (3 timed). The devices are fake CPU devices sharing the "
+    "reduced": "CPU grid: LeNet-5 on synthetic 28x28x1 images, 4096 per epoch, batch 128, "
+    "chunks of 8 batches, 3 epochs (2 timed). The devices are fake CPU devices sharing the "
     "same cores, so more devices cannot be faster here: the numbers show the overheads of "
     "sharding, chunking and a second process, not a speed-up.",
     "smoke": "smoke test: the tiny test model; the numbers mean nothing.",

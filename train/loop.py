@@ -20,8 +20,11 @@ the permutation changes), so that every optimizer step sees a batch of the same 
 the epoch compiles once.
 
 With a ``data_sharding`` (see :mod:`train.sharding`), batches are split over the devices
-of the mesh and XLA inserts the gradient all-reduce; the result equals the single-device
-run up to float rounding.
+of the mesh and XLA inserts the gradient all-reduce; with the data set replicated the
+result equals the single-device run up to float rounding. With ``sharded=True`` each
+device holds 1/S of the data set and contributes B/S examples of its own shard to every
+batch (:func:`epoch_indices` states the sampling exactly). :func:`train_chunk` is the
+chunked mode's unit: C batches already on the device, the same steps and keys.
 """
 
 from __future__ import annotations

@@ -11,6 +11,26 @@ batch indices and images are pinned to the batch sharding with
 forward and backward pass on its own device and inserts the gradient all-reduce (and, for
 batch norm, the cross-device batch statistics), so the arithmetic is the single-device
 arithmetic up to the order of floating-point sums.
+
+How the sharded mode samples, against one device (:func:`train.loop.epoch_indices`):
+
+* one device (and the replicated mode on any number): each epoch one permutation of all
+  ``N`` examples, cut into ``N // B`` batches;
+* ``S`` devices, sharded: device ``s`` keeps the same block of ``N / S`` rows for the whole
+  run; each epoch draws one permutation per block, and global batch ``i`` takes the next
+  ``B / S`` examples of every block, gathered on its own device (no data crosses devices).
+  So (a) each batch is stratified: exactly ``B / S`` examples from every block, never a
+  batch drawn from a few blocks; the blocks are contiguous rows of the file, so a file
+  sorted by class should be shuffled once (the IDX and CIFAR files are not sorted);
+  (b) the last ``N % S`` rows (fewer than ``S``) are never used, and the partial batch
+  dropped each epoch is per block (up to ``B / S - 1`` examples of each block, a new
+  random set every epoch) rather than up to ``B - 1`` overall; (c) the sequence of batches
+  depends on ``S``: 4 devices do not replay the single-device run (1 device samples
+  exactly as before: shard 0 uses the epoch's key itself).
+
+``--data-placement replicated`` is kept for (c): it replays the single-device batches on
+any number of devices (the check of data parallelism, comparing runs across machines) at
+``S`` times the device memory, and costs one branch in :func:`train.loop.train_epoch`.
 """
 
 from __future__ import annotations
