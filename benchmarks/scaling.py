@@ -111,7 +111,8 @@ def run_layout(
     args = [
         "--dataset", "synthetic", "--synthetic-shape", ",".join(map(str, shape)),
         "--synthetic-size", f"{size},{grid['batch_size']}", "--model", grid["model"],
-        "--optimizer", "sgd", "--schedule", "constant", "--batch-size", str(grid["batch_size"]),
+        "--optimizer", "sgd", "--schedule", "constant", "--learning-rate", "0.01",
+        "--on-nan", "skip", "--batch-size", str(grid["batch_size"]),
         "--epochs", str(grid["epochs"]), "--data-mode", mode,
         "--chunk-batches", str(grid["chunk_batches"]), "--no-progress",
         "--workdir", str(workdir),
