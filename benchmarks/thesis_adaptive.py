@@ -17,12 +17,17 @@ also in its layer-wise variant (``po.layerwise``, equation 9 of the layer-specif
 ``--lr-scale`` multiplies every learning rate of every method alike (the CPU grid halves
 them: Caffe's LeNet-5 diverges at the thesis's 0.1 under the scheduled SGD).
 
-Every run uses :func:`train.loop.train_epoch` (AOT-compiled; compile and evaluation
-excluded from the time axis). The optimizer is wrapped in :func:`with_eta_trace`, which
-records the learning rate (eta) of every iteration in the optimizer state, so the loop
-itself is untouched. The report gives best accuracy and lowest loss with time and epoch,
-the time each method needs to reach the scheduled baseline's best accuracy, and one PNG:
-accuracy and loss against time and epochs, and eta per iteration on linear and log scales.
+No weight decay: the thesis states none (see :mod:`benchmarks._thesis`); ``--weight-decay``
+adds L2 on the kernels to every method alike.
+
+Every run is one :func:`train.run.run`, the training function of ``python -m train``
+(AOT-compiled; compile and evaluation excluded from the time axis; a non-finite training
+loss ends the run there). The method's optimizer is passed to it wrapped in
+:func:`with_eta_trace`, which records the learning rate (eta) of every iteration in the
+optimizer state, read back after each epoch, so the loop itself is untouched. The report
+gives best accuracy and lowest loss with time and epoch, the time each method needs to
+reach the scheduled baseline's best accuracy, and one PNG: accuracy and loss against time
+and epochs, and eta per iteration on linear and log scales.
 """
 
 from __future__ import annotations
@@ -33,13 +38,16 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from jax import lax
 
 import polyak_optax as po
 from benchmarks import _common as C
-from benchmarks.thesis_persistency import add_training_flags, data_settings, load_data, run_one
-from train.optimizers import build_optimizer, learning_rate_of
+from benchmarks import _thesis as T
+from train import loop
+from train.config import Config
+from train.optimizers import build_optimizer, kernel_mask, learning_rate_of
 
 BENCHMARK = "thesis_adaptive"
 METHODS = (
@@ -65,6 +73,7 @@ GRIDS: dict[str, dict[str, Any]] = {
         "seeds": (0, 1, 2),
         "methods": METHODS,
         "lr_scale": 1.0,
+        "weight_decay": T.WEIGHT_DECAY,
     },
     "reduced": {
         "model": "lenet5",
@@ -76,6 +85,7 @@ GRIDS: dict[str, dict[str, Any]] = {
         "seeds": (0,),
         "methods": METHODS,
         "lr_scale": 0.5,
+        "weight_decay": T.WEIGHT_DECAY,
     },
     "smoke": {
         "model": "tiny",
@@ -87,6 +97,7 @@ GRIDS: dict[str, dict[str, Any]] = {
         "seeds": (0,),
         "methods": ("scheduled", "adaptive", "clr", "adaptive_layerwise"),
         "lr_scale": 1.0,
+        "weight_decay": T.WEIGHT_DECAY,
     },
 }
 GRID_NOTES = {
@@ -160,17 +171,31 @@ def make_method(
     boundaries: Sequence[float],
     clr_half_cycle: float,
     lr_scale: float = 1.0,
+    weight_decay: float = 0.0,
 ) -> optax.GradientTransformationExtraArgs:
     """The optimizer of method ``name`` (see the module docstring), without the eta trace.
 
     ``lr_scale`` multiplies every learning rate of every method alike (the scheduled
-    rates, the CLR bounds and adaptive Nesterov's eta bounds).
+    rates, the CLR bounds and adaptive Nesterov's eta bounds). ``weight_decay`` is L2 on
+    the kernels added to the gradient before the method (and before the layer-wise
+    factor), as :func:`train.optimizers.build_optimizer` applies it.
 
     Example:
       >>> tx = make_method("clr_layerwise", steps_per_epoch=10, epochs=5,
       ...                  boundaries=(0.4, 0.7), clr_half_cycle=1.0)
       >>> callable(tx.update)
       True
+
+    Weight decay reaches the kernels only (here a zero gradient, Nesterov momentum 0.5:
+    the update is -0.1 * (1 + 0.5) * 0.5 * w):
+
+      >>> tx = make_method("scheduled", steps_per_epoch=1, epochs=1, boundaries=(0.4, 0.7),
+      ...                  clr_half_cycle=1.0, weight_decay=0.5)
+      >>> params = {"Dense_0": {"kernel": jnp.ones(2), "bias": jnp.ones(2)}}
+      >>> zero = jax.tree.map(jnp.zeros_like, params)
+      >>> updates, _ = tx.update(zero, tx.init(params), params, value=jnp.float32(1.0))
+      >>> updates["Dense_0"]["kernel"].tolist(), updates["Dense_0"]["bias"].tolist()
+      ([-0.075, -0.075], [0.0, 0.0])
     """
     if name not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}, got {name!r}")
@@ -188,6 +213,7 @@ def make_method(
             steps_per_epoch=steps_per_epoch,
             epochs=epochs,
             layerwise=layerwise,
+            weight_decay=weight_decay,
         )
     if base == "clr":
         return build_optimizer(
@@ -200,6 +226,7 @@ def make_method(
             steps_per_epoch=steps_per_epoch,
             epochs=epochs,
             layerwise=layerwise,
+            weight_decay=weight_decay,
         )
     # 0.1 / 0.01 / 0.001 with the drops at the given fractions of the run.
     steps = sorted({max(1, round(f * total)) for f in boundaries})
@@ -207,15 +234,101 @@ def make_method(
     inner = optax.inject_hyperparams(optax.sgd, static_args=("nesterov",))(
         learning_rate=schedule, momentum=SCHEDULED_MOMENTUM, nesterov=True
     )
+    if weight_decay:
+        inner = optax.chain(optax.add_decayed_weights(weight_decay, kernel_mask), inner)
     if layerwise:
         inner = po.layerwise(inner)
     return optax.with_extra_args_support(inner)
 
 
+def method_config(
+    name: str, grid: dict[str, Any], *, seed: int, augment: bool, clr_half_cycle: float
+) -> Config:
+    """The :class:`train.config.Config` of one run of method ``name`` on ``grid``.
+
+    The optimizer itself comes from :func:`make_method` (passed to :func:`train.run.run`
+    as ``tx``); the config's optimizer, schedule and rates name the same method in the
+    run's settings.
+
+    Example:
+      >>> c = method_config("clr_layerwise", GRIDS["smoke"], seed=0, augment=True,
+      ...                   clr_half_cycle=1.0)
+      >>> c.optimizer, c.schedule, c.layerwise, c.learning_rate, c.min_learning_rate
+      ('nesterov', 'cyclic', True, 0.1, 0.001)
+    """
+    if name not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(METHODS)}, got {name!r}")
+    base = name.removesuffix("_layerwise")
+    lr_min, lr_max = LR_MIN * grid["lr_scale"], LR_MAX * grid["lr_scale"]
+    optimizer, schedule, momentum, floor = {
+        "scheduled": ("nesterov", "step", SCHEDULED_MOMENTUM, None),
+        "adaptive": ("adaptive_nesterov", "constant", ADAPTIVE_MOMENTUM, lr_min),
+        "clr": ("nesterov", "cyclic", SCHEDULED_MOMENTUM, lr_min),
+    }[base]
+    return Config(
+        model=grid["model"],
+        dataset=grid["dataset"],
+        optimizer=optimizer,
+        layerwise=name.endswith("_layerwise"),
+        schedule=schedule,
+        learning_rate=lr_max,
+        min_learning_rate=floor,
+        momentum=momentum,
+        cycle_epochs=clr_half_cycle,
+        weight_decay=grid["weight_decay"],
+        batch_size=grid["batch_size"],
+        epochs=grid["epochs"],
+        train_subset=grid["train_subset"],
+        augment=augment,
+        seed=seed,
+    )
+
+
+def train_method(
+    name: str,
+    ds: Any,
+    grid: dict[str, Any],
+    *,
+    seed: int,
+    augment: bool,
+    boundaries: Sequence[float],
+    clr_half_cycle: float,
+) -> dict[str, Any]:
+    """One run of method ``name``: :func:`benchmarks._thesis.train_one` with the method's
+    optimizer wrapped in :func:`with_eta_trace`; adds ``"eta"``, the learning rate of
+    every iteration that ran (read from the optimizer state after each epoch).
+    """
+    epochs = grid["epochs"]
+
+    def build(steps_per_epoch: int) -> optax.GradientTransformationExtraArgs:
+        tx = make_method(
+            name,
+            steps_per_epoch=steps_per_epoch,
+            epochs=epochs,
+            boundaries=boundaries,
+            clr_half_cycle=clr_half_cycle,
+            lr_scale=grid["lr_scale"],
+            weight_decay=grid["weight_decay"],
+        )
+        return with_eta_trace(tx, steps_per_epoch * epochs)
+
+    trace: dict[str, Any] = {"eta": np.zeros(0, np.float32), "count": 0}
+
+    def read_trace(record: dict[str, Any], state: loop.TrainState) -> None:
+        # a copy: the next epoch donates the state's buffers
+        eta, count = jax.device_get((state.opt_state.eta_trace, state.opt_state.trace_index))
+        trace["eta"], trace["count"] = np.array(eta, copy=True), int(count)
+
+    config = method_config(name, grid, seed=seed, augment=augment, clr_half_cycle=clr_half_cycle)
+    out = T.train_one(config, ds, tx=build, on_epoch=read_trace)
+    eta = trace["eta"][: min(trace["count"], len(trace["eta"]))]
+    return {**out, "eta": eta.tolist()}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs every method; prints the tables; writes the .md/.json/.png. Returns 0."""
     parser = C.base_parser(__doc__.splitlines()[0])
-    add_training_flags(parser)
+    T.add_training_flags(parser)
     parser.add_argument("--batch-size", type=C.positive_int)
     parser.add_argument("--methods", nargs="+", choices=METHODS)
     parser.add_argument(
@@ -238,13 +351,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         GRIDS,
         GRID_NOTES,
         {
-            "model": args.model,
-            "dataset": args.dataset,
-            "epochs": args.epochs,
+            **T.training_overrides(args),
             "batch_size": args.batch_size,
-            "train_subset": args.train_subset,
-            "test_subset": args.test_subset,
-            "seeds": None if args.seeds is None else tuple(range(args.seeds)),
             "methods": args.methods,
             "lr_scale": args.lr_scale,
         },
@@ -252,7 +360,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not 0 < args.boundaries[0] < args.boundaries[1] < 1:
         raise ValueError(f"--boundaries must satisfy 0 < a < b < 1, got {args.boundaries}")
     half_cycle = args.clr_half_cycle or max(grid["epochs"] / 10, 0.5)
-    ds = load_data(grid["dataset"], args.data_dir, grid["train_subset"], grid["test_subset"])
+    ds = T.load_data(grid["dataset"], args.data_dir, grid["train_subset"], grid["test_subset"])
     batch = grid["batch_size"]
     steps_per_epoch = len(ds.train_labels) // batch
     augment = not args.no_augment
@@ -265,7 +373,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "scheduled_momentum": SCHEDULED_MOMENTUM,
         "adaptive_momentum": ADAPTIVE_MOMENTUM,
         "steps_per_epoch": steps_per_epoch,
-        **data_settings(ds),
+        **T.data_settings(ds),
     }
     head = C.header(BENCHMARK, grid_name, note, settings)
     C.log(
@@ -273,38 +381,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"/ {settings['test_size']} test images, {steps_per_epoch} steps/epoch"
     )
 
-    total_steps = steps_per_epoch * grid["epochs"]
     runs = []
     for seed in grid["seeds"]:
         for method in grid["methods"]:
-            tx = with_eta_trace(
-                make_method(
-                    method,
-                    steps_per_epoch=steps_per_epoch,
-                    epochs=grid["epochs"],
-                    boundaries=args.boundaries,
-                    clr_half_cycle=half_cycle,
-                    lr_scale=grid["lr_scale"],
-                ),
-                total_steps,
-            )
-            out = run_one(
-                grid["model"],
+            out = train_method(
+                method,
                 ds,
-                tx,
-                batch_size=batch,
-                persistency=1,
-                epochs=grid["epochs"],
+                grid,
                 seed=seed,
                 augment=augment,
-                eta_trace=True,
+                boundaries=args.boundaries,
+                clr_half_cycle=half_cycle,
             )
             summary = C.best_and_lowest(out["history"])
             runs.append({"method": method, "seed": seed, **summary, **out})
+            diverged = out["diverged_epoch"]
             C.log(
                 f"  {method} seed={seed}: best acc {summary['max_accuracy']:.4f} "
                 f"(epoch {summary['max_accuracy_epoch']}), "
-                f"{out['history'][-1]['time']:.1f}s training"
+                f"{T.total_time(out['history']):.1f}s training"
+                + (f"; diverged in epoch {diverged}" if diverged else "")
             )
 
     rows = summarize(runs, grid)
@@ -335,7 +431,7 @@ def summarize(runs: Sequence[dict[str, Any]], grid: dict[str, Any]) -> list[dict
                 [float("nan") if r[key] is None else float(r[key]) for r in rs]
             )
         row["total_time_s"], row["total_time_s_std"] = C.mean_std(
-            [r["history"][-1]["time"] for r in rs]
+            [T.total_time(r["history"]) for r in rs]
         )
         reach_t, reach_e, reached = [], [], 0
         for r in rs:
@@ -441,7 +537,8 @@ def render(payload: dict[str, Any]) -> str:
         C.header_markdown(payload, "Thesis Figures 3.5/3.8: adaptive Nesterov vs schedule vs CLR"),
         f"{s['model']} on {s['dataset']} ({s['train_size']} training / {s['test_size']} test "
         f"images), batch {s['batch_size']}, {s['epochs']} epochs ({s['steps_per_epoch']} "
-        f"iterations each), augmentation {'on' if s['augment'] else 'off'}, seeds "
+        f"iterations each), augmentation {'on' if s['augment'] else 'off'}, weight decay "
+        f"{s.get('weight_decay', 0.0):g}, seeds "
         f"{list(s['seeds'])}. scheduled: Nesterov momentum {s['scheduled_momentum']}, lr "
         f"{hi:g} / {hi / 10:g} / {hi / 100:g} with drops at {s['boundaries'][0]:.0%} and "
         f"{s['boundaries'][1]:.0%} of the run; adaptive: alpha {s['adaptive_momentum']}, eta "
@@ -468,6 +565,15 @@ def render(payload: dict[str, Any]) -> str:
             table,
         ),
         "",
+        *(
+            [note, ""]
+            if (
+                note := T.diverged_note(
+                    payload["runs"], lambda r: f"{r['method']} seed {r['seed']}"
+                )
+            )
+            else []
+        ),
         "Curves: " + ", ".join(f"![{p}]({p})" for p in payload.get("figures", [])),
     ]
     return "\n".join(lines) + "\n"

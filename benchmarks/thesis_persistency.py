@@ -4,9 +4,11 @@
 
 The thesis's setup (chapter 2): SGD with momentum 0.5 and a constant learning rate
 (0.001 or 0.01), batch 32 / 256 / 512, persistency K = 1 / 2 / 5, no augmentation, no
-dropout, cross-entropy loss, 100 epochs. Each run uses :func:`train.loop.train_epoch`
-(AOT-compiled, compile time excluded) and evaluates the test set after every epoch
-(evaluation excluded from the time axis). The report gives, per configuration and K, the
+dropout, no weight decay (the thesis states none; ``--weight-decay`` tries one),
+cross-entropy loss, 100 epochs. Each run is one :func:`train.run.run`, the training
+function of ``python -m train`` (see :mod:`benchmarks._thesis`): AOT-compiled, compile
+time excluded, the test set evaluated after every epoch (evaluation excluded from the time
+axis), a non-finite training loss ends the run there. The report gives, per configuration and K, the
 best test accuracy with the training time and epoch where it was first reached and the
 lowest test loss likewise (Table 2.1's columns), the curves against time and against
 epochs (PNG), and which of the thesis's claims hold in this run.
@@ -17,20 +19,13 @@ Data: Fashion-MNIST (Debian's IDX files or ``--data-dir``); ``--dataset cifar10`
 
 from __future__ import annotations
 
-import argparse
 import math
 from collections.abc import Sequence
 from typing import Any
 
-import jax
-import jax.numpy as jnp
-import numpy as np
-
-import models
 from benchmarks import _common as C
-from train import data as data_lib
-from train import loop
-from train.optimizers import build_optimizer
+from benchmarks import _thesis as T
+from train.config import Config
 
 BENCHMARK = "thesis_persistency"
 MOMENTUM = 0.5  # thesis section 2.2
@@ -46,6 +41,7 @@ GRIDS: dict[str, dict[str, Any]] = {
         "train_subset": None,
         "test_subset": None,
         "seeds": (0,),
+        "weight_decay": T.WEIGHT_DECAY,
     },
     "reduced": {
         "model": "lenet5",
@@ -57,6 +53,7 @@ GRIDS: dict[str, dict[str, Any]] = {
         "train_subset": 4096,
         "test_subset": 2000,
         "seeds": (0,),
+        "weight_decay": T.WEIGHT_DECAY,
     },
     "smoke": {
         "model": "tiny",
@@ -68,6 +65,7 @@ GRIDS: dict[str, dict[str, Any]] = {
         "train_subset": 32,
         "test_subset": 16,
         "seeds": (0,),
+        "weight_decay": T.WEIGHT_DECAY,
     },
 }
 GRID_NOTES = {
@@ -81,116 +79,6 @@ GRID_NOTES = {
 }
 
 
-def load_data(
-    dataset: str, data_dir: str | None, train_subset: int | None, test_subset: int | None
-) -> data_lib.Dataset:
-    """The data set with the training subset and a class-balanced test subset applied."""
-    kwargs: dict[str, Any] = {}
-    if dataset == "synthetic":
-        kwargs = {"synthetic_shape": (8, 8, 1), "synthetic_size": (max(train_subset or 64, 64), 64)}
-    ds = data_lib.load_dataset(dataset, data_dir, train_subset=train_subset, seed=0, **kwargs)
-    if test_subset is not None and test_subset < len(ds.test_labels):
-        keep = data_lib.select_subset(ds.test_labels, test_subset, seed=0)
-        ds = ds._replace(test_images=ds.test_images[keep], test_labels=ds.test_labels[keep])
-    return ds
-
-
-def add_training_flags(parser: argparse.ArgumentParser) -> None:
-    """The flags both thesis benchmarks take: model, data, epochs, subsets, seeds."""
-    parser.add_argument("--model", choices=models.MODEL_NAMES, help="override the model")
-    parser.add_argument("--dataset", choices=("fashion_mnist", "mnist", "cifar10"))
-    parser.add_argument("--data-dir", help="directory with the data set files")
-    parser.add_argument("--epochs", type=C.positive_int)
-    parser.add_argument("--train-subset", type=C.positive_int)
-    parser.add_argument("--test-subset", type=C.positive_int)
-    parser.add_argument("--seeds", type=C.positive_int, help="number of seeds (0..N-1)")
-
-
-def data_settings(ds: data_lib.Dataset) -> dict[str, Any]:
-    """What a report says about the data a run used (sizes, shape, source)."""
-    return {
-        "train_size": len(ds.train_labels),
-        "test_size": len(ds.test_labels),
-        "image_shape": list(ds.train_images.shape[1:]),
-        "data_source": ds.source,
-    }
-
-
-def run_one(
-    model_name: str,
-    ds: data_lib.Dataset,
-    tx: Any,
-    *,
-    batch_size: int,
-    persistency: int,
-    epochs: int,
-    seed: int,
-    augment: bool = False,
-    eval_batch_size: int = 1000,
-    eta_trace: bool = False,
-) -> dict[str, Any]:
-    """Trains one configuration; returns its per-epoch history and compile time.
-
-    ``time`` in the history is the cumulative training time (compile and evaluation
-    excluded), read after ``block_until_ready``. With ``eta_trace`` the optimizer must be
-    wrapped in ``benchmarks.thesis_adaptive.with_eta_trace``; its per-iteration learning
-    rates come back as ``"eta"``.
-    """
-    shape = ds.train_images.shape[1:]
-    model = models.create(model_name, ds.num_classes)
-    key = jax.random.key(seed)
-    init_key, data_key = jax.random.split(key)
-    state = loop.create_train_state(model, tx, init_key, shape)
-    images, labels = jax.device_put(ds.train_images), jax.device_put(ds.train_labels)
-    test_images, test_labels = jax.device_put(ds.test_images), jax.device_put(ds.test_labels)
-    mean, std = jnp.asarray(ds.mean), jnp.asarray(ds.std)
-    eval_bs = min(eval_batch_size, len(ds.test_labels))
-
-    compile_s, (epoch_fn, eval_fn) = C.timed(
-        lambda: (
-            loop.train_epoch.lower(
-                state,
-                images,
-                labels,
-                mean,
-                std,
-                data_key,
-                batch_size=batch_size,
-                persistency=persistency,
-                augment=augment,
-            ).compile(),
-            loop.evaluate.lower(
-                state, test_images, test_labels, mean, std, batch_size=eval_bs
-            ).compile(),
-        )
-    )
-    history = []
-    total = 0.0
-    for epoch in range(1, epochs + 1):
-        k = jax.random.fold_in(data_key, epoch)
-        seconds, (state, train_metrics) = C.timed(epoch_fn, state, images, labels, mean, std, k)
-        total += seconds
-        test_metrics = jax.device_get(eval_fn(state, test_images, test_labels, mean, std))
-        train_metrics = jax.device_get(train_metrics)
-        history.append(
-            {
-                "epoch": epoch,
-                "time": total,
-                "epoch_time": seconds,
-                "step": int(state.step),
-                "train_loss": float(train_metrics["loss"]),
-                "train_accuracy": float(train_metrics["accuracy"]),
-                "test_loss": float(test_metrics["loss"]),
-                "test_accuracy": float(test_metrics["accuracy"]),
-                "learning_rate": float(train_metrics["learning_rate"]),
-            }
-        )
-    out: dict[str, Any] = {"history": history, "compile_s": compile_s}
-    if eta_trace:
-        out["eta"] = np.asarray(jax.device_get(state.opt_state.eta_trace)).tolist()
-    return out
-
-
 def config_name(batch_size: int, lr: float) -> str:
     """Table 2.1's row label, e.g. ``512_01`` for batch 512 and lr 0.01.
 
@@ -202,10 +90,38 @@ def config_name(batch_size: int, lr: float) -> str:
     return f"{batch_size}_{text[2:] if text.startswith('0.') else text.replace('.', '')}"
 
 
+def make_config(
+    grid: dict[str, Any], *, batch_size: int, learning_rate: float, persistency: int, seed: int
+) -> Config:
+    """The :class:`train.config.Config` of one Table 2.1 run of ``grid``.
+
+    Example:
+      >>> c = make_config(GRIDS["smoke"], batch_size=8, learning_rate=0.01, persistency=2,
+      ...                 seed=0)
+      >>> c.optimizer, c.schedule, c.momentum, c.persistency, c.augment, c.weight_decay
+      ('sgd', 'constant', 0.5, 2, False, 0.0)
+    """
+    return Config(
+        model=grid["model"],
+        dataset=grid["dataset"],
+        optimizer="sgd",
+        schedule="constant",
+        learning_rate=learning_rate,
+        momentum=MOMENTUM,
+        weight_decay=grid["weight_decay"],
+        batch_size=batch_size,
+        persistency=persistency,
+        epochs=grid["epochs"],
+        train_subset=grid["train_subset"],
+        augment=False,
+        seed=seed,
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the grid; prints Table 2.1; writes the .md/.json/.png. Returns 0."""
     parser = C.base_parser(__doc__.splitlines()[0])
-    add_training_flags(parser)
+    T.add_training_flags(parser)
     parser.add_argument("--batch-sizes", type=C.positive_int, nargs="+")
     parser.add_argument("--learning-rates", type=float, nargs="+")
     parser.add_argument("--persistencies", type=C.positive_int, nargs="+")
@@ -215,24 +131,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         GRIDS,
         GRID_NOTES,
         {
-            "model": args.model,
-            "dataset": args.dataset,
-            "epochs": args.epochs,
-            "train_subset": args.train_subset,
-            "test_subset": args.test_subset,
-            "seeds": None if args.seeds is None else tuple(range(args.seeds)),
+            **T.training_overrides(args),
             "batch_sizes": args.batch_sizes,
             "learning_rates": args.learning_rates,
             "persistencies": args.persistencies,
         },
     )
-    ds = load_data(grid["dataset"], args.data_dir, grid["train_subset"], grid["test_subset"])
+    ds = T.load_data(grid["dataset"], args.data_dir, grid["train_subset"], grid["test_subset"])
     settings = {
         **grid,
         "momentum": MOMENTUM,
         "optimizer": "sgd (heavy-ball momentum, constant lr)",
         "augment": False,
-        **data_settings(ds),
+        **T.data_settings(ds),
     }
     head = C.header(BENCHMARK, grid_name, note, settings)
     C.log(
@@ -246,16 +157,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         for lr in grid["learning_rates"]:
             for k in grid["persistencies"]:
                 for seed in grid["seeds"]:
-                    tx = build_optimizer("sgd", lr, MOMENTUM)
-                    out = run_one(
-                        grid["model"],
-                        ds,
-                        tx,
-                        batch_size=b,
-                        persistency=k,
-                        epochs=grid["epochs"],
-                        seed=seed,
+                    config = make_config(
+                        grid, batch_size=b, learning_rate=lr, persistency=k, seed=seed
                     )
+                    out = T.train_one(config, ds)
                     summary = C.best_and_lowest(out["history"])
                     runs.append(
                         {
@@ -269,10 +174,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                             **out,
                         }
                     )
+                    diverged = out["diverged_epoch"]
                     C.log(
                         f"  {config_name(b, lr)} K={k} seed={seed}: best acc "
                         f"{summary['max_accuracy']:.4f} (epoch {summary['max_accuracy_epoch']}),"
-                        f" {out['history'][-1]['time']:.1f}s training"
+                        f" {T.total_time(out['history']):.1f}s training"
+                        + (f"; diverged in epoch {diverged}" if diverged else "")
                     )
 
     rows = table_rows(runs)
@@ -310,9 +217,9 @@ def table_rows(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         ):
             vals = [float("nan") if x[key] is None else float(x[key]) for x in rs]
             row[key], row[key + "_std"] = C.mean_std(vals)
-        row["total_time_s"] = C.mean_std([x["history"][-1]["time"] for x in rs])[0]
+        row["total_time_s"] = C.mean_std([T.total_time(x["history"]) for x in rs])[0]
         row["epoch_time_s"] = C.mean_std(
-            [C.median([h["epoch_time"] for h in x["history"]]) for x in rs]
+            [C.median([h["epoch_time"] for h in x["history"]] or [math.nan]) for x in rs]
         )[0]
         rows.append(row)
     return rows
@@ -323,6 +230,15 @@ def _best_within(history: Sequence[dict[str, Any]], seconds: float) -> float:
     return max(vals) if vals else float("nan")
 
 
+def _diverged(*runs: dict[str, Any]) -> str:
+    """``"; K=5 diverged in epoch 3"`` for the runs that diverged, or ``""``."""
+    return "".join(
+        f"; K={r['K']} diverged in epoch {r['diverged_epoch']}"
+        for r in runs
+        if r.get("diverged_epoch")
+    )
+
+
 def evaluate_claims(runs: Sequence[dict[str, Any]], grid: dict[str, Any]) -> list[dict[str, Any]]:
     """Checks the thesis's chapter-2 claims on these runs (first seed of each run).
 
@@ -331,17 +247,21 @@ def evaluate_claims(runs: Sequence[dict[str, Any]], grid: dict[str, Any]) -> lis
     * K = 5 overfits sooner: its lowest test loss comes at an earlier epoch than K = 1's
       and the loss then rises;
     * a K = 5 epoch costs less than 5x a K = 1 epoch (thesis: ~3x at batch 32).
+
+    A run that diverged is judged on its finite epochs, and the evidence says so; a run
+    without a finite epoch takes part in no claim.
     """
     by = {(r["config"], r["K"]): r for r in runs if r["seed"] == grid["seeds"][0]}
     configs = list(dict.fromkeys(r["config"] for r in runs))
     claims = []
     for config in configs:
-        r1, r2, r5 = by.get((config, 1)), by.get((config, 2)), by.get((config, 5))
-        if r1 is None:
+        r1, r2, r5 = (by.get((config, k)) for k in (1, 2, 5))
+        r2, r5 = (r if r is not None and r["history"] else None for r in (r2, r5))
+        if r1 is None or not r1["history"]:
             continue
         b = r1["batch_size"]
         if r2 is not None and b >= 256:
-            t1 = r1["history"][-1]["time"]
+            t1 = T.total_time(r1["history"])
             at_time = _best_within(r2["history"], t1)
             holds = r2["max_accuracy"] > r1["max_accuracy"]
             claims.append(
@@ -350,7 +270,8 @@ def evaluate_claims(runs: Sequence[dict[str, Any]], grid: dict[str, Any]) -> lis
                     "config": config,
                     "holds": bool(holds),
                     "evidence": f"best acc K=1 {r1['max_accuracy']:.4f}, "
-                    f"K=2 {r2['max_accuracy']:.4f} (K=2 within K=1's {t1:.1f}s: {at_time:.4f})",
+                    f"K=2 {r2['max_accuracy']:.4f} (K=2 within K=1's {t1:.1f}s: {at_time:.4f})"
+                    + _diverged(r1, r2),
                 }
             )
         if r5 is not None:
@@ -375,7 +296,7 @@ def evaluate_claims(runs: Sequence[dict[str, Any]], grid: dict[str, Any]) -> lis
                     "claim": "K=5 overfits sooner",
                     "config": config,
                     "holds": verdict,
-                    "evidence": evidence,
+                    "evidence": evidence + _diverged(r1, r5),
                 }
             )
             ratio = C.median([h["epoch_time"] for h in r5["history"]]) / C.median(
@@ -441,13 +362,21 @@ def plot(
     return paths
 
 
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _lines(text: str) -> list[str]:
+    return [text, ""] if text else []
+
+
 def render(payload: dict[str, Any]) -> str:
     """The Markdown report of a payload written by :func:`main`."""
     s = payload["settings"]
 
     def pm(row: dict[str, Any], key: str, fmt: str) -> str:
         v, sd = row[key], row[key + "_std"]
-        if v is None or (isinstance(v, float) and math.isnan(v)):
+        if _missing(v):
             return "-"
         return format(v, fmt) + (f" ± {format(sd, fmt)}" if row["seeds"] > 1 else "")
 
@@ -461,7 +390,7 @@ def render(payload: dict[str, Any]) -> str:
             pm(r, "min_loss", ".4f"),
             pm(r, "min_loss_time_s", ".1f"),
             pm(r, "min_loss_epoch", ".0f"),
-            f"{r['epoch_time_s']:.2f}",
+            "-" if _missing(r["epoch_time_s"]) else f"{r['epoch_time_s']:.2f}",
         ]
         for r in payload["rows"]
     ]
@@ -473,7 +402,8 @@ def render(payload: dict[str, Any]) -> str:
         C.header_markdown(payload, "Thesis Table 2.1: minibatch persistency"),
         f"{s['model']} on {s['dataset']} ({s['train_size']} training / {s['test_size']} test "
         f"images, {'x'.join(map(str, s['image_shape']))}), SGD momentum {s['momentum']} with "
-        f"a constant learning rate, no augmentation, {s['epochs']} epochs, seeds "
+        f"a constant learning rate, no augmentation, weight decay "
+        f"{s.get('weight_decay', 0.0):g}, {s['epochs']} epochs, seeds "
         f"{list(s['seeds'])}. Config `m_lr` as in the thesis (`512_01` = batch 512, lr 0.01). "
         "Time = training seconds (compile and evaluation excluded); loss = mean per-example "
         "cross entropy (the thesis's loss column is on another scale).",
@@ -493,6 +423,9 @@ def render(payload: dict[str, Any]) -> str:
             table,
         ),
         "",
+        *_lines(
+            T.diverged_note(payload["runs"], lambda r: f"{r['config']} K={r['K']} seed {r['seed']}")
+        ),
         "The thesis's claims, checked on this run:",
         "",
         C.markdown_table(["claim", "config", "here", "evidence"], claims),

@@ -60,6 +60,38 @@ def _run(name: str, out_dir: Path) -> dict:
     return payload
 
 
+#: What train.run records per epoch; the thesis benchmarks add ``time``.
+RUN_RECORD_KEYS = {
+    "epoch",
+    "step",
+    "wall_time",
+    "epoch_time",
+    "train_loss",
+    "train_accuracy",
+    "test_loss",
+    "test_accuracy",
+    "learning_rate",
+    "nonfinite_batches",
+    "compile_time",
+}
+
+
+def _check_train_run_history(run: dict, epochs: int) -> None:
+    """A thesis run's history is train.run's records plus the cumulative training time."""
+    history = run["history"]
+    assert run["diverged_epoch"] is None and [h["epoch"] for h in history] == list(
+        range(1, epochs + 1)
+    )
+    assert run["compile_s"] > 0
+    total = 0.0
+    for h in history:
+        assert set(h) == RUN_RECORD_KEYS | {"time"}
+        total += h["epoch_time"]
+        assert h["time"] == pytest.approx(total, abs=1e-3) and h["time"] > 0
+        assert h["time"] <= h["wall_time"] + 1e-3  # wall_time counts the evaluations too
+        assert 0 <= h["test_accuracy"] <= 1 and h["nonfinite_batches"] == 0
+
+
 @pytest.mark.parametrize("name", sorted(ROW_KEYS))
 def test_smoke_run_writes_well_formed_results(name: str, tmp_path: Path) -> None:
     payload = _run(name, tmp_path)
@@ -80,13 +112,16 @@ def test_smoke_run_writes_well_formed_results(name: str, tmp_path: Path) -> None
         assert all(r["images_per_s"] > 0 for r in payload["rows"])
     elif name == "thesis_persistency":
         assert {r["K"] for r in payload["rows"]} == {1, 2}
+        assert payload["settings"]["weight_decay"] == 0.0  # the thesis states none
         for run in payload["runs"]:
-            times = [h["time"] for h in run["history"]]
-            assert times == sorted(times) and times[0] > 0
-            assert all(0 <= h["test_accuracy"] <= 1 for h in run["history"])
+            epochs = payload["settings"]["epochs"]
+            _check_train_run_history(run, epochs)
+            assert run["history"][-1]["step"] == epochs * run["K"] * run["steps_per_epoch"]
     elif name == "thesis_adaptive":
         assert {r["method"] for r in payload["rows"]} >= {"scheduled", "adaptive", "clr"}
+        assert payload["settings"]["weight_decay"] == 0.0
         for run in payload["runs"]:
+            _check_train_run_history(run, payload["settings"]["epochs"])
             steps = run["history"][-1]["step"]
             eta = run["eta"]
             assert len(eta) == steps and all(e is not None and e > 0 for e in eta)
@@ -96,6 +131,23 @@ def test_smoke_run_writes_well_formed_results(name: str, tmp_path: Path) -> None
         (res,) = payload["results"]
         assert res["max_rel_loss_diff"] < 1e-3
         assert all(math.isfinite(r["median_s"]) and r["median_s"] > 0 for r in payload["rows"])
+
+
+def test_thesis_persistency_records_a_diverged_run(tmp_path: Path) -> None:
+    """A non-finite loss stops the run (train.run.Diverged); the report keeps its finite
+    epochs, names the epoch it diverged in, and still writes its table and curves."""
+    module = importlib.import_module("benchmarks.thesis_persistency")
+    argv = ["--smoke", "--out-dir", str(tmp_path), "--learning-rates", "1000", "--epochs", "2"]
+    assert module.main(argv) == 0
+    md_path, json_path = _common.result_paths(tmp_path, "thesis_persistency")
+    payload = json.loads(json_path.read_text())
+    assert len(payload["rows"]) == len(payload["runs"]) == 2  # K = 1, 2
+    for run in payload["runs"]:
+        assert run["diverged_epoch"] == len(run["history"]) + 1 <= 2
+        assert all(h["nonfinite_batches"] == 0 for h in run["history"])
+        assert all(math.isfinite(h["train_loss"]) for h in run["history"])
+    assert "Diverged (non-finite training loss" in md_path.read_text()
+    assert len(list(tmp_path.glob("thesis_persistency-*.png"))) == 2
 
 
 def test_common_writes_strict_json_and_tables(tmp_path: Path) -> None:

@@ -212,13 +212,14 @@ def test_a_second_run_into_a_busy_workdir_exits_at_once(tmp_path):
     first = _start(*SLOW, "--epochs", 1000, "--workdir", workdir)
     try:
         _wait_for_epochs(first, workdir, 1)
-        started = time.monotonic()
-        second = _train(*TINY, "--epochs", 1, "--workdir", workdir, "--resume")
-        assert time.monotonic() - started < 60
-        assert second.returncode == 1
-        line = _one_line(second.stderr)
-        assert "in use by another run" in line and f"pid {first.pid}" in line, line
-        assert first.poll() is None  # the first run goes on, its files untouched
+        for args in ([*TINY, "--epochs", 1], ["--resume"]):
+            started = time.monotonic()
+            second = _train(*args, "--workdir", workdir)
+            assert time.monotonic() - started < 60
+            assert second.returncode == 1
+            line = _one_line(second.stderr)
+            assert "in use by another run" in line and f"pid {first.pid}" in line, line
+            assert first.poll() is None  # the first run goes on, its files untouched
     finally:
         first.send_signal(signal.SIGTERM)
         first.send_signal(signal.SIGTERM)

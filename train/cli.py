@@ -104,10 +104,10 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
         names = [config_lib.flag_name(field.name)] + ([meta["short"]] if meta["short"] else [])
         default = argparse.SUPPRESS if suppress_defaults else field.default
         shown = "" if field.default in (None, False) else f" (default: {_show(field.default)})"
+        metavar = field.name.upper()
         choices = getattr(meta["check"], "choices", None)
         if choices is not None:
-            names_ = choices() if callable(choices) else choices
-            shown = f" {{{','.join(names_)}}}" + shown
+            metavar = "{" + ",".join(choices() if callable(choices) else choices) + "}"
         if field.type in ("bool", bool):
             if field.default:  # --no-progress
                 names = ["--no-" + field.name.replace("_", "-")]
@@ -132,7 +132,7 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
             dest=field.name,
             type=_flag_type(field),
             default=default,
-            metavar=field.name.upper(),
+            metavar=metavar,
             help=meta["help"] + shown,
         )
     return parser

@@ -254,7 +254,9 @@ class Config:
     )
     find_lr_max: float = _field(10.0, "range end", check=_number_in(0, low_open=True), resume=True)
     progress: bool = _field(
-        True, "a live progress line on a terminal (epoch lines are printed anyway)", resume=True
+        True,
+        "no live progress line on a terminal (one line per epoch is printed anyway)",
+        resume=True,
     )
     synthetic_shape: tuple[int, int, int] = _field(
         (32, 32, 3), "H,W,C of synthetic", check=_positive_ints(3)

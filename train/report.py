@@ -34,6 +34,13 @@ def finite_or_none(x: Any) -> float | None:
     return x if math.isfinite(x) else None
 
 
+def remove_outputs(workdir: str) -> None:
+    """Deletes the curves and TensorBoard event files of an earlier run in ``workdir``."""
+    for name in os.listdir(workdir):
+        if name == CURVES_FILE or name.startswith("events.out.tfevents."):
+            os.remove(os.path.join(workdir, name))
+
+
 class RunReport:
     """The metrics files of one workdir.
 

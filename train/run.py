@@ -25,6 +25,7 @@ import os
 import shutil
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -118,8 +119,9 @@ def run(
       The history: per epoch ``epoch``, ``step``, ``wall_time`` (training and evaluation
       seconds so far, compilation excluded), ``epoch_time`` (training seconds of that
       epoch), ``train_loss``, ``train_accuracy``, ``test_loss``, ``test_accuracy``,
-      ``learning_rate`` (the epoch's mean; ``None`` for an optimizer without one) and
-      ``nonfinite_batches``; non-finite numbers as ``None``.
+      ``learning_rate`` (the epoch's mean; ``None`` for an optimizer without one),
+      ``nonfinite_batches`` and ``compile_time`` (seconds this process spent compiling
+      the epoch and the evaluation); non-finite numbers as ``None``.
 
     Raises:
       Diverged, Interrupted, Aborted: see the module docstring.
@@ -244,6 +246,8 @@ def _run_locked(
     sinks = None
     if workdir is not None and distributed.process_index() == 0:
         _write_config(workdir, config, derived)
+        if not history:  # a new run: no curves or events of an earlier one in the workdir
+            report.remove_outputs(workdir)
         sinks = report.RunReport(workdir)
         sinks.restart(history)
 
@@ -284,10 +288,9 @@ def _run_locked(
             **options,
         ).compile()
 
-        def train_one_epoch(state: loop.TrainState, key: jax.Array, wait: Callable[[Any], None]):
+        def train_one_epoch(state: loop.TrainState, key: jax.Array, wait: Callable[[Any], float]):
             state, metrics = epoch_fn(state, train_images, train_labels, mean, std, key)
-            wait(metrics)
-            return state, metrics
+            return state, metrics, wait(metrics)
 
     else:
         train_one_epoch = _chunked_epochs(
@@ -305,7 +308,8 @@ def _run_locked(
         eval_params=spec.eval_params,
         sharded=sharded,
     ).compile()
-    say(f"compiled in {time.perf_counter() - t0:.1f}s")
+    compile_time = time.perf_counter() - t0
+    say(f"compiled in {compile_time:.1f}s")
     # The first collective of a slow-compiling process would time out the others' (gloo).
     distributed.barrier("compiled")
 
@@ -323,12 +327,12 @@ def _run_locked(
             for epoch in range(start_epoch + 1, epochs + 1):
                 bar.start_epoch(epoch)
                 t0 = time.perf_counter()
-                state, train_metrics = train_one_epoch(
+                state, train_metrics, finished = train_one_epoch(
                     state,
                     jax.random.fold_in(data_key, epoch),
                     lambda outputs, t0=t0: _wait(outputs, bar, t0),
                 )
-                epoch_time = time.perf_counter() - t0
+                epoch_time = finished - t0
                 test_metrics = eval_fn(state, test_images, test_labels, mean, std)
                 train_metrics, test_metrics, step = jax.device_get(
                     (train_metrics, test_metrics, state.step)
@@ -345,6 +349,7 @@ def _run_locked(
                     "test_accuracy": report.finite_or_none(test_metrics["accuracy"]),
                     "learning_rate": report.finite_or_none(train_metrics["learning_rate"]),
                     "nonfinite_batches": int(train_metrics["nonfinite"]),
+                    "compile_time": round(compile_time, 4),
                 }
                 params_finite = record["test_loss"] is not None
                 if (record["nonfinite_batches"] and config.on_nan == "stop") or not params_finite:
@@ -381,7 +386,6 @@ def _run_locked(
     except interrupt.Abort as abort:
         bar.close()
         kept = ckpt.latest_epoch() if ckpt is not None else None
-        _close(ckpt, sinks)
         raise Aborted(
             f"{abort}: stopped at once; "
             + (
@@ -395,7 +399,7 @@ def _run_locked(
         ) from None
     finally:
         bar.close()
-    _close(ckpt, sinks)
+        _close(ckpt, sinks)
     if stop.requested and epoch < epochs:
         where = f": continue with {resume_command(workdir, epochs)}" if workdir else ""
         raise Interrupted(
@@ -477,7 +481,7 @@ def _chunked_epochs(
     mean: jax.Array,
     std: jax.Array,
     options: dict[str, Any],
-) -> Callable[..., tuple[loop.TrainState, dict[str, Any]]]:
+) -> Callable[..., tuple[loop.TrainState, dict[str, Any], float]]:
     """The chunked mode's epoch: the epoch's batches (:func:`train.loop.epoch_indices`, the
     resident mode's) gathered on the host from the (memory-mapped) training set, C batches
     at a time; chunk i + 1 is gathered and copied to the devices while chunk i trains
@@ -508,7 +512,7 @@ def _chunked_epochs(
             sharding.put_rows(_Gather(labels, rows), mesh),
         )
 
-    def train_one_epoch(state: loop.TrainState, key: jax.Array, wait: Callable[[Any], None]):
+    def train_one_epoch(state: loop.TrainState, key: jax.Array, wait: Callable[[Any], float]):
         perm_key, augment_key = jax.random.split(key)
         indices = loop.epoch_indices(perm_key, used_train, batch_size, shards if sharded else None)
         starts = range(0, steps_per_epoch, chunk_batches)
@@ -521,9 +525,10 @@ def _chunked_epochs(
             )
             if start + chunk_batches < steps_per_epoch:  # overlaps the running chunk
                 chunk = put(indices[start + chunk_batches : start + 2 * chunk_batches])
-            wait(sums)  # the running chunk is done: at most two chunks on the device
+            finished = wait(sums)  # the running chunk is done: at most two chunks on a device
         sums = jax.device_get(sums)
-        return state, loop.epoch_metrics(sums, steps_per_epoch, batch_size, options["persistency"])
+        metrics = loop.epoch_metrics(sums, steps_per_epoch, batch_size, options["persistency"])
+        return state, metrics, finished
 
     return train_one_epoch
 
@@ -545,16 +550,31 @@ class _Gather:
         return out
 
 
-def _wait(outputs: Any, bar: progress.EpochProgress, t0: float) -> None:
-    """Waits for the running epoch while signal handlers and the live line stay responsive."""
-    leaves = jax.tree.leaves(outputs)
+def _wait(outputs: Any, bar: progress.EpochProgress, t0: float) -> float:
+    """Waits for the running epoch; returns the moment it finished (``perf_counter``).
+
+    A helper thread blocks on the result and stamps the finish time, so the time is
+    exact; the main thread waits on it in short slices, so that signal handlers run, the
+    live line moves and a failure posted by another process ends the wait.
+    """
+    finished: list[float] = []
+
+    def block() -> None:
+        jax.block_until_ready(outputs)
+        finished.append(time.perf_counter())
+
+    waiter = threading.Thread(target=block, daemon=True)
+    waiter.start()
     polls = 0
-    while not all(x.is_ready() for x in leaves):
+    while waiter.is_alive():
         bar.tick(time.perf_counter() - t0)
-        time.sleep(POLL_SECONDS)
+        waiter.join(POLL_SECONDS)
         polls += 1
-        if polls % 10 == 0:
+        if polls % 10 == 0 and waiter.is_alive():
             distributed.check_peers()  # another process failed: do not wait for it
+    if not finished:  # the computation failed: let the caller see its error
+        jax.block_until_ready(outputs)
+    return finished[0]
 
 
 def _close(ckpt: checkpoints.Checkpointer | None, sinks: report.RunReport | None) -> None:
