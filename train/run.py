@@ -560,7 +560,10 @@ def _wait(outputs: Any, bar: progress.EpochProgress, t0: float) -> float:
     finished: list[float] = []
 
     def block() -> None:
-        jax.block_until_ready(outputs)
+        try:
+            jax.block_until_ready(outputs)
+        except Exception:  # raised again below, in the caller's thread, as one line
+            return
         finished.append(time.perf_counter())
 
     waiter = threading.Thread(target=block, daemon=True)
