@@ -403,9 +403,11 @@ for num_devices, workdir in (("1", sys.argv[1]), ("8", sys.argv[2])):
 
 def test_eight_devices_give_the_single_device_numbers(tmp_path):
     """Data parallelism over 8 fake CPU devices (batch norm statistics, gradient all-reduce
-    and adaptive eta across the shards) reproduces the single-device run."""
+    and adaptive eta across the shards) reproduces the single-device run; with the data set
+    replicated, the sampling is the single device's too (the sharded mode's is checked in
+    tests/test_scaling.py)."""
     single, sharded = tmp_path / "single", tmp_path / "sharded"
-    args = [*SYNTHETIC, "--epochs", "2"]
+    args = [*SYNTHETIC, "--epochs", "2", "--data-placement", "replicated"]
     result = subprocess.run(
         [sys.executable, "-c", _SHARDED_SCRIPT, str(single), str(sharded), *args],
         cwd=REPO,

@@ -225,7 +225,6 @@ def main(argv: Sequence[str] | None = None) -> int:
       >>> main(["--persistency", "0"])
       2
     """
-    global aborted
     try:
         config, _ = parse_args(argv)
     except UsageError as error:
@@ -237,9 +236,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG}: error: {_one_line(error)}", file=sys.stderr)
         return 1
 
-    from train import checkpoints, run
+    from train import distributed
+
+    code = _main(config)
+    if distributed.active() and code != 0:
+        distributed.exit_now(code)  # a peer may be dead: no shutdown barrier
+    return code
+
+
+def _main(config: Config) -> int:
+    global aborted
+    from train import checkpoints, distributed, run
+
+    def fail(message: str, code: int) -> int:
+        if distributed.active():
+            message = f"[process {distributed.process_index()}] {message}"
+            distributed.report_failure(message)
+        print(f"{PROG}: {message}", file=sys.stderr, flush=True)
+        return code
 
     try:
+        distributed.initialize(config)
+        if config.workdir is None and distributed.active():
+            config = config.replace(
+                workdir=distributed.broadcast("workdir", _default_workdir, config)
+            )
         if config.find_lr:
             from train import find_lr
 
@@ -249,27 +270,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         if config.workdir is None:
             config = config.replace(workdir=_default_workdir(config))
         history = run.run(config)
-        _finish(config, history)
+        if distributed.process_index() == 0:
+            _finish(config, history)
         return 0
     except run.Aborted as error:
         aborted = True
-        print(f"{PROG}: {error}", file=sys.stderr, flush=True)
-        return 128 + error.signum
+        return fail(str(error), 128 + error.signum)
     except run.Interrupted as error:
-        print(f"{PROG}: {error}", file=sys.stderr, flush=True)
-        return 128 + error.signum
+        return fail(str(error), 128 + error.signum)
     except run.Diverged as error:
-        print(f"{PROG}: error: {error}", file=sys.stderr, flush=True)
-        return 4
+        return fail(f"error: {error}", 4)
     except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return 130
+        return fail("interrupted", 130)
     except checkpoints.CheckpointError as error:
-        print(f"{PROG}: error: {_one_line(error)}", file=sys.stderr)
-        return 3
+        return fail(f"error: {_one_line(error)}", 3)
     except (ValueError, OSError) as error:
-        print(f"{PROG}: error: {_one_line(error)}", file=sys.stderr)
-        return 1
+        return fail(f"error: {_one_line(error)}", 1)
+    except Exception as error:  # in several processes: a collective failed with a peer
+        if not distributed.active():
+            raise
+        return fail(f"error: {type(error).__name__}: {_one_line(error)}", 1)
 
 
 def _one_line(error: BaseException) -> str:

@@ -32,6 +32,8 @@ DATASETS = ("fashion_mnist", "mnist", "cifar10", "synthetic", "license_chars")
 #: Names accepted by ``--schedule`` (see :mod:`train.optimizers`).
 SCHEDULES = ("constant", "step", "cyclic", "onecycle", "cosine")
 ON_NAN = ("stop", "skip")
+DATA_PLACEMENTS = ("sharded", "replicated")
+DATA_MODES = ("auto", "resident", "chunked")
 
 
 def _field(
@@ -196,6 +198,55 @@ class Config:
         check=_optional(_int_at_least(1)),
         resume=True,
     )
+    data_placement: str = _field(
+        "sharded",
+        "the training and test sets on the devices: sharded (each of D devices holds 1/D; "
+        "a batch takes batch/D examples of each device's shard) or replicated (a full copy "
+        "on each device; the single-device sampling on any number of devices)",
+        check=_one_of(DATA_PLACEMENTS),
+    )
+    data_mode: str = _field(
+        "auto",
+        "resident: the whole training set on the devices; chunked: device-resident chunks "
+        "of --chunk-batches batches, the next one copied while one trains (same numbers); "
+        "auto: chunked when the data set would take over half the free device memory",
+        check=_one_of(DATA_MODES),
+        resume=True,
+    )
+    chunk_batches: int | None = _field(
+        None,
+        "batches per chunk of the chunked mode (default: 1/8 of the free device memory, "
+        "at most 64 batches where that is unknown)",
+        check=_optional(_int_at_least(1)),
+        resume=True,
+    )
+    data_cache: str | None = _field(
+        None,
+        "keep the data set as uint8 .npy files here (written once) and read them memory-"
+        "mapped: host RAM no longer bounds it, and each process reads only its rows",
+        resume=True,
+    )
+    coordinator_address: str | None = _field(
+        None,
+        "HOST:PORT of process 0, to train in several processes under jax.distributed "
+        "(with --num-processes and --process-id; unset on SLURM: JAX detects the job)",
+        resume=True,
+    )
+    num_processes: int | None = _field(
+        None, "processes of a multi-process run", check=_optional(_int_at_least(1)), resume=True
+    )
+    process_id: int | None = _field(
+        None,
+        "this process's index in [0, --num-processes)",
+        check=_optional(_int_at_least(0)),
+        resume=True,
+    )
+    barrier_timeout: float = _field(
+        300.0,
+        "seconds a process waits for the others (joining, each epoch's end) before all stop",
+        check=_number_in(0, low_open=True),
+        resume=True,
+    )
     find_lr: bool = _field(False, "run the LR range test instead of training", resume=True)
     find_lr_steps: int = _field(100, "range-test steps", check=_int_at_least(5), resume=True)
     find_lr_min: float = _field(
@@ -224,6 +275,15 @@ class Config:
             raise ValueError("--resume: needs --workdir (the directory of the run)")
         if self.resume and self.overwrite:
             raise ValueError("--resume and --overwrite exclude each other")
+        if (
+            self.process_id is not None
+            and self.num_processes is not None
+            and self.process_id >= self.num_processes
+        ):
+            raise ValueError(
+                f"--process-id: must be below --num-processes ({self.num_processes}), "
+                f"got {self.process_id}"
+            )
         if self.find_lr_min >= self.find_lr_max:
             raise ValueError("--find-lr-min: must be below --find-lr-max")
 

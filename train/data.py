@@ -19,6 +19,7 @@ naming it, rather than falling through to the next source.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
@@ -95,10 +96,15 @@ def channel_stats(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             f"images must be non-empty uint8 [N, H, W, C], got {images.dtype} {images.shape}"
         )
     values = np.arange(256, dtype=np.float64) / 255.0
+    counts = np.zeros((images.shape[-1], 256), np.float64)
+    block = max(1, (64 << 20) // max(1, images[0].size))  # 64 MB at a time (memory maps)
+    for start in range(0, len(images), block):
+        part = np.asarray(images[start : start + block])
+        for c in range(images.shape[-1]):
+            counts[c] += np.bincount(part[..., c].ravel(), minlength=256)
     means, stds = [], []
     for c in range(images.shape[-1]):
-        counts = np.bincount(images[..., c].ravel(), minlength=256).astype(np.float64)
-        p = counts / counts.sum()
+        p = counts[c] / counts[c].sum()
         mean = p @ values
         means.append(mean)
         std = np.sqrt(max(p @ (values - mean) ** 2, 0.0))
@@ -250,6 +256,31 @@ def _load_raw(
     return arrays, "TFDS" if data_dir is None else f"TFDS data dir {data_dir}"
 
 
+_SPLITS = ("train_images", "train_labels", "test_images", "test_labels")
+
+
+def _memory_mapped(
+    cache_dir: str | os.PathLike, key: str, build: Callable[[], tuple[tuple[np.ndarray, ...], str]]
+) -> tuple[tuple[np.ndarray, ...], str]:
+    """The four arrays as read-only memory maps of ``.npy`` files in ``cache_dir/key``,
+    written once from ``build()`` (the IDX/CIFAR/TFDS readers); later runs, and every
+    process of a multi-process run, read only the rows they use."""
+    directory = Path(cache_dir).expanduser() / key
+    files = [directory / f"{split}.npy" for split in _SPLITS]
+    if not all(f.is_file() for f in files):
+        arrays, _ = build()
+        directory.mkdir(parents=True, exist_ok=True)
+        for path, array in zip(files, arrays, strict=True):
+            tmp = directory / f".{path.stem}.{os.getpid()}.npy"
+            np.save(tmp, np.ascontiguousarray(array))
+            os.replace(tmp, path)  # atomic: concurrent writers leave one whole file
+    try:
+        arrays = tuple(np.load(f, mmap_mode="r") for f in files)
+    except (OSError, ValueError) as error:
+        raise DataFormatError(f"{directory}: unreadable memory-mapped data ({error})") from None
+    return arrays, f"memory-mapped {directory}"
+
+
 def load_dataset(
     name: str,
     data_dir: str | os.PathLike | None = None,
@@ -259,6 +290,7 @@ def load_dataset(
     synthetic_shape: tuple[int, int, int] = (32, 32, 3),
     synthetic_size: tuple[int, int] = (50000, 10000),
     download: bool = True,
+    cache_dir: str | os.PathLike | None = None,
 ) -> Dataset:
     """Loads a data set by name from the first source that has it (see the module docstring).
 
@@ -271,6 +303,9 @@ def load_dataset(
       synthetic_shape: ``(H, W, C)`` of synthetic images.
       synthetic_size: ``(train, test)`` sizes of the synthetic set.
       download: allow TFDS to download (it needs network access).
+      cache_dir: keep the data set as uint8 ``.npy`` files in ``cache_dir/<name>`` (written
+        once from the readers) and return read-only memory maps of them, so that host
+        RAM does not bound the data set (a ``train_subset`` is copied into RAM).
 
     Returns:
       The :class:`Dataset`; ``mean``/``std`` are computed on the (subset of
@@ -294,11 +329,21 @@ def load_dataset(
     if name not in _NUM_CLASSES:
         raise ValueError(f"name must be one of {', '.join(DATASET_NAMES)}, got {name!r}")
     num_classes = _NUM_CLASSES[name]
-    if name == "synthetic":
-        arrays = synthetic_dataset(synthetic_shape, synthetic_size, num_classes, seed)
-        source = "synthetic (uniform random)"
+
+    def build() -> tuple[tuple[np.ndarray, ...], str]:
+        if name == "synthetic":
+            arrays = synthetic_dataset(synthetic_shape, synthetic_size, num_classes, seed)
+            return arrays, "synthetic (uniform random)"
+        return _load_raw(name, data_dir, download)
+
+    if cache_dir is None:
+        arrays, source = build()
     else:
-        arrays, source = _load_raw(name, data_dir, download)
+        key = name
+        if name == "synthetic":
+            shape, size = "x".join(map(str, synthetic_shape)), "-".join(map(str, synthetic_size))
+            key = f"synthetic-{shape}-{size}-seed{seed}"
+        arrays, source = _memory_mapped(cache_dir, key, build)
     train_images, train_labels, test_images, test_labels = arrays
     if train_images.shape[1:] != test_images.shape[1:]:
         raise DataFormatError(

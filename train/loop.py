@@ -20,8 +20,11 @@ the permutation changes), so that every optimizer step sees a batch of the same 
 the epoch compiles once.
 
 With a ``data_sharding`` (see :mod:`train.sharding`), batches are split over the devices
-of the mesh and XLA inserts the gradient all-reduce; the result equals the single-device
-run up to float rounding.
+of the mesh and XLA inserts the gradient all-reduce; with the data set replicated the
+result equals the single-device run up to float rounding. With ``sharded=True`` each
+device holds 1/S of the data set and contributes B/S examples of its own shard to every
+batch (:func:`epoch_indices` states the sampling exactly). :func:`train_chunk` is the
+chunked mode's unit: C batches already on the device, the same steps and keys.
 """
 
 from __future__ import annotations
@@ -33,10 +36,12 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import struct
 from jax import lax
 from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from train import augment as augment_lib
 from train.optimizers import learning_rate_of
@@ -249,9 +254,125 @@ def _constrain(x: jax.Array, sharding: NamedSharding | None) -> jax.Array:
     return x if sharding is None else lax.with_sharding_constraint(x, sharding)
 
 
+def shard_permutations(key: jax.Array, shard_size: int, num_shards: int) -> jax.Array:
+    """The epoch's per-shard permutations, int32 ``[num_shards, shard_size]``.
+
+    Shard ``s`` draws ``jax.random.permutation(fold_in(key, s), shard_size)``; one shard
+    uses ``key`` itself, so a one-device run samples exactly as the replicated mode.
+
+    Example:
+      >>> p = shard_permutations(jax.random.key(0), 5, 2)
+      >>> p.shape, sorted(p[1].tolist())
+      ((2, 5), [0, 1, 2, 3, 4])
+    """
+    if num_shards == 1:
+        return jax.random.permutation(key, shard_size)[None]
+    draw = lambda s: jax.random.permutation(jax.random.fold_in(key, s), shard_size)
+    return jax.vmap(draw)(jnp.arange(num_shards))
+
+
+def epoch_indices(
+    key: jax.Array, num_examples: int, batch_size: int, num_shards: int | None
+) -> np.ndarray:
+    """The global example indices of an epoch's batches, ``[num_batches, batch_size]``.
+
+    ``num_shards=None`` is the replicated mode: one permutation of all examples, cut into
+    batches. With ``S`` shards (the sharded mode), shard ``s`` holds examples
+    ``[s * n, (s + 1) * n)`` with ``n = num_examples // S`` (the last
+    ``num_examples % S`` examples are never used), and global batch ``i`` is, for
+    ``s = 0 .. S-1`` in order, the examples ``s * n + p_s[i * b : (i + 1) * b]``, where
+    ``b = batch_size // S`` and ``p_s`` is shard ``s``'s permutation
+    (:func:`shard_permutations`). ``key`` is the permutation key of :func:`train_epoch`.
+
+    Example:
+      >>> idx = epoch_indices(jax.random.key(0), 10, 4, 2)
+      >>> idx.shape, bool((idx[:, :2] < 5).all() and (idx[:, 2:] >= 5).all())
+      ((2, 4), True)
+    """
+    if num_shards is None:
+        num_batches = num_examples // batch_size
+        perm = np.asarray(jax.random.permutation(key, num_examples))
+        return perm[: num_batches * batch_size].reshape(num_batches, batch_size)
+    shard_size, local_batch = num_examples // num_shards, batch_size // num_shards
+    num_batches = shard_size // local_batch
+    perms = np.asarray(shard_permutations(key, shard_size, num_shards))
+    local = perms[:, : num_batches * local_batch].reshape(num_shards, num_batches, local_batch)
+    glob = local + shard_size * np.arange(num_shards)[:, None, None]
+    return glob.transpose(1, 0, 2).reshape(num_batches, batch_size)
+
+
+def _local_batch(data_sharding: NamedSharding, local_batch: int) -> Callable[..., Any]:
+    """A function that cuts one batch out of every device's shard, with no communication:
+    ``(images, labels, rows, i)`` with ``rows`` ``[S, n]`` per-shard row orders gives the
+    rows ``rows[s, i * b : (i + 1) * b]`` of shard ``s``, concatenated over the shards."""
+    spec = P(data_sharding.spec[0])
+
+    def take(images: jax.Array, labels: jax.Array, rows: jax.Array, i: jax.Array):
+        idx = lax.dynamic_slice_in_dim(rows[0], i * local_batch, local_batch)
+        return jnp.take(images, idx, axis=0), jnp.take(labels, idx, axis=0)
+
+    return jax.shard_map(
+        take,
+        mesh=data_sharding.mesh,
+        in_specs=(spec, spec, spec, P()),
+        out_specs=(spec, spec),
+    )
+
+
+def _train_batches(
+    state: TrainState,
+    sums: Metrics,
+    batch: Callable[[jax.Array], tuple[jax.Array, jax.Array]],
+    num_batches: jax.Array | int,
+    first_batch: jax.Array | int,
+    mean: jax.Array,
+    std: jax.Array,
+    augment_key: jax.Array,
+    persistency: int,
+    augment: bool,
+) -> tuple[TrainState, Metrics]:
+    """Trains on batches ``batch(0) .. batch(num_batches - 1)``, which are the epoch's
+    batches ``first_batch + j`` (their augmentation key); the metrics add up in ``sums``."""
+
+    def body(j: jax.Array, carry: tuple[TrainState, Metrics]) -> tuple[TrainState, Metrics]:
+        state, sums = carry
+        x, y = batch(j)
+        if augment:
+            x = augment_lib.augment(jax.random.fold_in(augment_key, first_batch + j), x)
+        x = augment_lib.normalize(x, mean, std)
+        state, metrics = persistent_step(state, x, y, persistency)
+        finite = jnp.isfinite(metrics["loss"])
+        metrics = dict(metrics, loss=jnp.where(finite, metrics["loss"], 0.0), nonfinite=~finite)
+        sums = jax.tree.map(lambda s, m: s + m.astype(s.dtype), sums, metrics)
+        return state, sums
+
+    return lax.fori_loop(0, num_batches, body, (state, sums))
+
+
+def zero_sums() -> Metrics:
+    """The metric sums of an epoch before its first batch (see :func:`epoch_metrics`)."""
+    return {
+        "loss": jnp.zeros((), jnp.float32),
+        "correct": jnp.zeros((), jnp.int32),
+        "learning_rate": jnp.zeros((), jnp.float32),
+        "nonfinite": jnp.zeros((), jnp.int32),
+    }
+
+
+def epoch_metrics(sums: Metrics, num_batches: int, batch_size: int, persistency: int) -> Metrics:
+    """The epoch's metrics (see :func:`train_epoch`) from its sums."""
+    finite_batches = num_batches - sums["nonfinite"]
+    return {
+        "loss": jnp.where(finite_batches > 0, sums["loss"] / finite_batches, jnp.nan),
+        "accuracy": sums["correct"] / (num_batches * batch_size),
+        "learning_rate": sums["learning_rate"] / (num_batches * persistency),
+        "nonfinite": sums["nonfinite"],
+    }
+
+
 @functools.partial(
     jax.jit,
-    static_argnames=("batch_size", "persistency", "augment", "data_sharding"),
+    static_argnames=("batch_size", "persistency", "augment", "data_sharding", "sharded"),
     donate_argnames=("state",),
 )
 def train_epoch(
@@ -266,6 +387,7 @@ def train_epoch(
     persistency: int = 1,
     augment: bool = False,
     data_sharding: NamedSharding | None = None,
+    sharded: bool = False,
 ) -> tuple[TrainState, Metrics]:
     """One epoch as one jitted call (the state's buffers are donated).
 
@@ -281,6 +403,11 @@ def train_epoch(
       persistency: optimizer steps per batch K (static).
       augment: random flip and translation on the device (static).
       data_sharding: the batch sharding of a data-parallel mesh, or ``None`` (static).
+      sharded: the data set is sharded over ``data_sharding``'s devices (static): each
+        device holds ``N / S`` examples (``N`` a multiple of the ``S`` devices) and every
+        batch takes ``batch_size / S`` of them from each device, by a per-shard
+        permutation (see :func:`epoch_indices`); no example crosses devices. Otherwise the
+        data set is replicated and batches follow one permutation of all ``N``.
 
     Returns:
       The new state and the epoch's ``{"loss", "accuracy", "learning_rate",
@@ -308,40 +435,93 @@ def train_epoch(
             f"batch_size ({batch_size}) must not exceed the training set size ({num_examples})"
         )
     perm_key, augment_key = jax.random.split(key)
-    perm = jax.random.permutation(perm_key, num_examples)
+    if sharded:
+        num_shards = data_sharding.mesh.size
+        shard_size, local_batch = num_examples // num_shards, batch_size // num_shards
+        num_batches = shard_size // local_batch
+        rows = _constrain(shard_permutations(perm_key, shard_size, num_shards), data_sharding)
+        take = _local_batch(data_sharding, local_batch)
 
-    def body(i: jax.Array, carry: tuple[TrainState, Metrics]) -> tuple[TrainState, Metrics]:
-        state, sums = carry
-        idx = _constrain(lax.dynamic_slice_in_dim(perm, i * batch_size, batch_size), data_sharding)
-        x = _constrain(jnp.take(images, idx, axis=0), data_sharding)
-        y = jnp.take(labels, idx, axis=0)
-        if augment:
-            x = augment_lib.augment(jax.random.fold_in(augment_key, i), x)
-        x = augment_lib.normalize(x, mean, std)
-        state, metrics = persistent_step(state, x, y, persistency)
-        finite = jnp.isfinite(metrics["loss"])
-        metrics = dict(metrics, loss=jnp.where(finite, metrics["loss"], 0.0), nonfinite=~finite)
-        sums = jax.tree.map(lambda s, m: s + m.astype(s.dtype), sums, metrics)
-        return state, sums
+        def batch(i: jax.Array) -> tuple[jax.Array, jax.Array]:
+            return take(images, labels, rows, i)
 
-    zeros = {
-        "loss": jnp.zeros((), jnp.float32),
-        "correct": jnp.zeros((), jnp.int32),
-        "learning_rate": jnp.zeros((), jnp.float32),
-        "nonfinite": jnp.zeros((), jnp.int32),
-    }
-    state, sums = lax.fori_loop(0, num_batches, body, (state, zeros))
-    finite_batches = num_batches - sums["nonfinite"]
-    metrics = {
-        "loss": jnp.where(finite_batches > 0, sums["loss"] / finite_batches, jnp.nan),
-        "accuracy": sums["correct"] / (num_batches * batch_size),
-        "learning_rate": sums["learning_rate"] / (num_batches * persistency),
-        "nonfinite": sums["nonfinite"],
-    }
-    return state, metrics
+    else:
+        perm = jax.random.permutation(perm_key, num_examples)
+
+        def batch(i: jax.Array) -> tuple[jax.Array, jax.Array]:
+            idx = lax.dynamic_slice_in_dim(perm, i * batch_size, batch_size)
+            idx = _constrain(idx, data_sharding)
+            x = _constrain(jnp.take(images, idx, axis=0), data_sharding)
+            return x, jnp.take(labels, idx, axis=0)
+
+    state, sums = _train_batches(
+        state, zero_sums(), batch, num_batches, 0, mean, std, augment_key, persistency, augment
+    )
+    return state, epoch_metrics(sums, num_batches, batch_size, persistency)
 
 
-@functools.partial(jax.jit, static_argnames=("batch_size", "data_sharding", "eval_params"))
+def chunk_rows(indices: np.ndarray, num_shards: int) -> np.ndarray:
+    """The rows of a chunk of batches (``[C, B]`` global indices) in the order the
+    chunk is sharded: device ``s`` holds, batch after batch, its ``B / S`` examples.
+
+    Example:
+      >>> chunk_rows(np.arange(8).reshape(2, 4), 2).tolist()
+      [0, 1, 4, 5, 2, 3, 6, 7]
+    """
+    chunk, batch = indices.shape
+    parts = indices.reshape(chunk, num_shards, batch // num_shards)
+    return parts.transpose(1, 0, 2).reshape(-1)
+
+
+@functools.partial(
+    jax.jit,
+    static_argnames=("batch_size", "persistency", "augment", "data_sharding"),
+    donate_argnames=("state", "sums"),
+)
+def train_chunk(
+    state: TrainState,
+    sums: Metrics,
+    images: jax.Array,
+    labels: jax.Array,
+    num_batches: jax.Array,
+    first_batch: jax.Array,
+    mean: jax.Array,
+    std: jax.Array,
+    augment_key: jax.Array,
+    *,
+    batch_size: int,
+    persistency: int = 1,
+    augment: bool = False,
+    data_sharding: NamedSharding,
+) -> tuple[TrainState, Metrics]:
+    """The chunked mode: trains on the first ``num_batches`` batches of a device-resident
+    chunk, batches ``first_batch, ...`` of the epoch, as one jitted call.
+
+    The chunk holds ``C`` batches laid out by :func:`chunk_rows` and sharded over
+    ``data_sharding``; batch ``j`` is rows ``[j * b, (j + 1) * b)`` of every device's part.
+    Augmentation keys and the K steps are those of :func:`train_epoch`, so an epoch of
+    chunks over the batches of :func:`epoch_indices` gives the resident epoch's numbers.
+    ``sums`` (from :func:`zero_sums`) carries the epoch's metric sums from chunk to chunk.
+    """
+    num_shards = data_sharding.mesh.size
+    local_batch = batch_size // num_shards
+    local_rows = images.shape[0] // num_shards
+    rows = _constrain(
+        jnp.broadcast_to(jnp.arange(local_rows), (num_shards, local_rows)), data_sharding
+    )
+    take = _local_batch(data_sharding, local_batch)
+
+    def batch(j: jax.Array) -> tuple[jax.Array, jax.Array]:
+        return take(images, labels, rows, j)
+
+    return _train_batches(
+        state, sums, batch, num_batches, first_batch, mean, std, augment_key, persistency, augment
+    )
+
+
+@functools.partial(
+    jax.jit, static_argnames=("batch_size", "data_sharding", "eval_params", "sharded")
+)
 def evaluate(
     state: TrainState,
     images: jax.Array,
@@ -352,6 +532,7 @@ def evaluate(
     batch_size: int,
     data_sharding: NamedSharding | None = None,
     eval_params: Callable[[optax.OptState, optax.Params], optax.Params] | None = None,
+    sharded: bool = False,
 ) -> Metrics:
     """Mean loss and accuracy over ALL of ``images`` in one jitted call (eval mode).
 
@@ -367,6 +548,9 @@ def evaluate(
       data_sharding: the batch sharding of a data-parallel mesh, or ``None`` (static).
       eval_params: ``(opt_state, params) -> params`` to evaluate instead of the training
         iterate (schedule-free's averaged point), or ``None`` (static).
+      sharded: the set is sharded over ``data_sharding``'s devices (static), already
+        padded to a multiple of ``batch_size`` with label ``-1`` on the padding (see
+        :func:`train.sharding.pad_rows`); each device evaluates its own rows.
 
     Returns:
       ``{"loss", "accuracy"}`` as float32 scalars on the device.
@@ -383,12 +567,39 @@ def evaluate(
     num_examples = images.shape[0]
     if num_examples < 1:
         raise ValueError("evaluate needs at least one example")
+    params = state.params if eval_params is None else eval_params(state.opt_state, state.params)
+    if sharded:
+        num_shards = data_sharding.mesh.size
+        local_batch = batch_size // num_shards
+        take = _local_batch(data_sharding, local_batch)
+        rows = _constrain(
+            jnp.broadcast_to(
+                jnp.arange(num_examples // num_shards), (num_shards, num_examples // num_shards)
+            ),
+            data_sharding,
+        )
+
+        def sharded_body(i: jax.Array, sums: tuple[jax.Array, jax.Array]):
+            x, y = take(images, labels, rows, i)
+            m = y >= 0
+            logits, _ = _forward(state, params, augment_lib.normalize(x, mean, std), False)
+            loss = jnp.sum(jnp.where(m, cross_entropy(logits, jnp.maximum(y, 0)), 0.0))
+            correct = jnp.sum(m & (jnp.argmax(logits, axis=-1) == y))
+            return sums[0] + loss, sums[1] + correct
+
+        loss, correct = lax.fori_loop(
+            0,
+            num_examples // batch_size,
+            sharded_body,
+            (jnp.zeros((), jnp.float32), jnp.zeros((), jnp.int32)),
+        )
+        count = jnp.sum(labels >= 0)
+        return {"loss": loss / count, "accuracy": correct / count}
     num_batches = -(-num_examples // batch_size)
     pad = num_batches * batch_size - num_examples
     images = jnp.pad(images, ((0, pad),) + ((0, 0),) * (images.ndim - 1))
     labels = jnp.pad(labels, (0, pad))
     mask = jnp.arange(num_batches * batch_size) < num_examples
-    params = state.params if eval_params is None else eval_params(state.opt_state, state.params)
 
     def body(i: jax.Array, sums: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, jax.Array]:
         start = i * batch_size

@@ -31,10 +31,21 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
+import numpy as np
 import optax
 
 import models
-from train import checkpoints, data, interrupt, loop, optimizers, progress, report, sharding
+from train import (
+    checkpoints,
+    data,
+    distributed,
+    interrupt,
+    loop,
+    optimizers,
+    progress,
+    report,
+    sharding,
+)
 from train.config import Config
 from train.workdir_lock import WorkdirLock
 
@@ -125,8 +136,10 @@ def run(
       ([1, 2], 8)
     """
     config = optimizers.resolve(config)
-    say = log or (lambda line: None)
-    lock = WorkdirLock(config.workdir) if config.workdir else contextlib.nullcontext()
+    distributed.initialize(config)
+    primary = distributed.process_index() == 0  # the one that prints and writes files
+    say = (log if primary else None) or (lambda line: None)
+    lock = WorkdirLock(config.workdir) if config.workdir and primary else contextlib.nullcontext()
     with lock:
         return _run_locked(config, dataset, say, show_progress, tx, on_epoch)
 
@@ -153,7 +166,10 @@ def _run_locked(
                     f"workdir {workdir} already holds a run; pass --resume to continue it or "
                     "--overwrite to start over"
                 )
-            shutil.rmtree(ckpt.directory)
+            distributed.barrier("checked-workdir")  # all have seen the old run
+            if distributed.process_index() == 0:
+                shutil.rmtree(ckpt.directory)
+        distributed.barrier("prepared-workdir")
 
     if dataset is None:
         dataset = data.load_dataset(
@@ -163,6 +179,7 @@ def _run_locked(
             seed=config.seed,
             synthetic_shape=tuple(config.synthetic_shape),
             synthetic_size=tuple(config.synthetic_size),
+            cache_dir=config.data_cache,
         )
     mesh = sharding.make_mesh(config.num_devices)
     sharding.check_batch_size(config.batch_size, mesh, "--batch-size")
@@ -170,7 +187,13 @@ def _run_locked(
     batch_size, persistency = config.batch_size, config.persistency
     if batch_size > num_train:
         raise ValueError(f"--batch-size {batch_size} exceeds the {num_train} training examples")
-    steps_per_epoch = num_train // batch_size
+    sharded = config.data_placement == "sharded"
+    used_train = sharding.sharded_rows(num_train, mesh) if sharded else num_train
+    steps_per_epoch = (
+        (used_train // mesh.size) // (batch_size // mesh.size)
+        if sharded
+        else num_train // batch_size
+    )
     eval_batch_size = min(config.eval_batch_size, len(dataset.test_labels))
     eval_batch_size = -(-eval_batch_size // mesh.size) * mesh.size
 
@@ -184,16 +207,9 @@ def _run_locked(
     image_shape = tuple(dataset.train_images.shape[1:])
     state = loop.create_train_state(model, tx, init_key, image_shape)
     state = sharding.replicate(state, mesh)
-    train_images, train_labels, test_images, test_labels, mean, std = sharding.replicate(
-        (
-            dataset.train_images,
-            dataset.train_labels,
-            dataset.test_images,
-            dataset.test_labels,
-            dataset.mean,
-            dataset.std,
-        ),
-        mesh,
+    mode, chunk_batches = _choose_mode(config, dataset, mesh, sharded, steps_per_epoch)
+    train_images, train_labels, test_images, test_labels, mean, std = _place_data(
+        dataset, mesh, sharded, used_train, eval_batch_size, resident=mode == "resident"
     )
 
     history: History = []
@@ -218,12 +234,17 @@ def _run_locked(
         "steps_per_epoch": steps_per_epoch,
         "optimizer_steps_per_epoch": steps_per_epoch * persistency,
         "dropped_per_epoch": num_train - steps_per_epoch * batch_size,
+        "data_placement": config.data_placement,
+        "data_mode": mode,
+        "chunk_batches": chunk_batches,
+        "train_examples_per_device": used_train // mesh.size if sharded else num_train,
         "num_devices": mesh.size,
+        "num_processes": jax.process_count(),
         "devices": [str(d) for d in mesh.devices.flat],
         "jax_version": jax.__version__,
     }
     sinks = None
-    if workdir is not None:
+    if workdir is not None and distributed.process_index() == 0:
         _write_config(workdir, config, derived)
         if not history:  # a new run: no curves or events of an earlier one in the workdir
             report.remove_outputs(workdir)
@@ -237,7 +258,8 @@ def _run_locked(
         f"{config.optimizer}{' (layer-wise)' if config.layerwise else ''} "
         f"{config.schedule} lr {config.learning_rate:g}; batch {batch_size}, K "
         f"{persistency}, {steps_per_epoch} batches/epoch ({derived['dropped_per_epoch']} "
-        f"dropped); {mesh.size} {jax.default_backend()} device(s)"
+        f"dropped); {mesh.size} {jax.default_backend()} device(s), data {config.data_placement}"
+        + (f", chunks of {chunk_batches} batches" if mode == "chunked" else "")
         + (f"; workdir {workdir}" if workdir else "")
     )
     epochs = config.epochs
@@ -248,18 +270,33 @@ def _run_locked(
 
     data_sharding = sharding.batch_sharding(mesh)
     t0 = time.perf_counter()
-    epoch_fn = loop.train_epoch.lower(
-        state,
-        train_images,
-        train_labels,
-        mean,
-        std,
-        jax.random.fold_in(data_key, start_epoch + 1),
-        batch_size=batch_size,
-        persistency=persistency,
-        augment=config.augment,
-        data_sharding=data_sharding,
-    ).compile()
+    options = {
+        "batch_size": batch_size,
+        "persistency": persistency,
+        "augment": config.augment,
+        "data_sharding": data_sharding,
+    }
+    if mode == "resident":
+        epoch_fn = loop.train_epoch.lower(
+            state,
+            train_images,
+            train_labels,
+            mean,
+            std,
+            jax.random.fold_in(data_key, start_epoch + 1),
+            sharded=sharded,
+            **options,
+        ).compile()
+
+        def train_one_epoch(state: loop.TrainState, key: jax.Array, wait: Callable[[Any], float]):
+            state, metrics = epoch_fn(state, train_images, train_labels, mean, std, key)
+            return state, metrics, wait(metrics)
+
+    else:
+        train_one_epoch = _chunked_epochs(
+            state, dataset, mesh, sharded, used_train, chunk_batches, steps_per_epoch, mean,
+            std, options,
+        )  # fmt: skip
     eval_fn = loop.evaluate.lower(
         state,
         test_images,
@@ -269,12 +306,16 @@ def _run_locked(
         batch_size=eval_batch_size,
         data_sharding=data_sharding,
         eval_params=spec.eval_params,
+        sharded=sharded,
     ).compile()
     compile_time = time.perf_counter() - t0
     say(f"compiled in {compile_time:.1f}s")
+    # The first collective of a slow-compiling process would time out the others' (gloo).
+    distributed.barrier("compiled")
 
     if show_progress is None:
         show_progress = config.progress and sys.stderr.isatty()
+    show_progress = show_progress and distributed.process_index() == 0
     bar = progress.EpochProgress(epochs, enabled=show_progress, write=say)
     stop = interrupt.StopAfterEpoch(
         "train: {signal}: stopping after the running epoch, which will be saved "
@@ -286,15 +327,12 @@ def _run_locked(
             for epoch in range(start_epoch + 1, epochs + 1):
                 bar.start_epoch(epoch)
                 t0 = time.perf_counter()
-                state, train_metrics = epoch_fn(
+                state, train_metrics, finished = train_one_epoch(
                     state,
-                    train_images,
-                    train_labels,
-                    mean,
-                    std,
                     jax.random.fold_in(data_key, epoch),
+                    lambda outputs, t0=t0: _wait(outputs, bar, t0),
                 )
-                epoch_time = _wait(train_metrics, bar, t0) - t0
+                epoch_time = finished - t0
                 test_metrics = eval_fn(state, test_images, test_labels, mean, std)
                 train_metrics, test_metrics, step = jax.device_get(
                     (train_metrics, test_metrics, state.step)
@@ -334,10 +372,15 @@ def _run_locked(
                             {"epoch": epoch, "wall_time": wall_time, "history": history},
                             finite=params_finite,
                         )
-                    sinks.add(history)  # only after the checkpoint is committed
+                    if sinks is not None:
+                        sinks.add(history)  # only after the checkpoint is committed
                 bar.update(record)
                 if on_epoch is not None:
                     on_epoch(record, state)
+                # Every process stops after the same epoch: one asked to, all stop.
+                votes = distributed.barrier(f"epoch-{epoch}", str(stop.signum or ""))
+                if not stop.requested and any(votes):
+                    stop.requested, stop.signum = True, int(next(v for v in votes if v))
                 if stop.requested and epoch < epochs:
                     break
     except interrupt.Abort as abort:
@@ -367,24 +410,171 @@ def _run_locked(
     return history
 
 
+def _place_data(
+    dataset: data.Dataset,
+    mesh: Any,
+    sharded: bool,
+    used_train: int,
+    eval_batch_size: int,
+    resident: bool,
+) -> tuple[jax.Array | None, ...]:
+    """The data set on the mesh: sharded (each device holds its rows; the test set padded
+    to whole evaluation batches, label -1 on the padding) or replicated. The chunked mode
+    leaves the training set on the host (``None``)."""
+    stats = sharding.replicate((dataset.mean, dataset.std), mesh)
+    if not sharded:
+        test = sharding.replicate((dataset.test_images, dataset.test_labels), mesh)
+        train = sharding.replicate((dataset.train_images, dataset.train_labels), mesh)
+        return (*(train if resident else (None, None)), *test, *stats)
+    num_test = len(dataset.test_labels)
+    test_rows = -(-num_test // eval_batch_size) * eval_batch_size
+    train = (
+        sharding.put_rows(dataset.train_images, mesh, used_train),
+        sharding.put_rows(dataset.train_labels, mesh, used_train),
+    )
+    return (
+        *(train if resident else (None, None)),
+        sharding.put_rows(dataset.test_images, mesh, test_rows),
+        sharding.put_rows(dataset.test_labels, mesh, test_rows, fill=-1),
+        *stats,
+    )
+
+
+def _free_device_memory() -> int | None:
+    """Free bytes of the first local device, where the backend reports them (not on CPU)."""
+    stats = jax.local_devices()[0].memory_stats() or {}
+    if "bytes_limit" not in stats:
+        return None
+    return int(stats["bytes_limit"]) - int(stats.get("bytes_in_use", 0))
+
+
+def _choose_mode(
+    config: Config, dataset: data.Dataset, mesh: Any, sharded: bool, steps_per_epoch: int
+) -> tuple[str, int | None]:
+    """``("resident" | "chunked", batches per chunk)``: ``--data-mode``, or by ``auto`` the
+    chunked mode when the training set would take over half of the free device memory."""
+    images = dataset.train_images
+    example_bytes = int(np.prod(images.shape[1:])) * images.dtype.itemsize + 4  # + label
+    shards = mesh.size if sharded else 1
+    free = _free_device_memory()
+    mode = config.data_mode
+    if mode == "auto":
+        on_device = len(images) * example_bytes // shards
+        mode = "chunked" if free is not None and on_device > free // 2 else "resident"
+    if mode == "resident":
+        return mode, None
+    chunk = config.chunk_batches
+    if chunk is None:
+        local_batch_bytes = config.batch_size // mesh.size * example_bytes
+        chunk = 64 if free is None else max(1, free // 8 // local_batch_bytes)
+    return mode, max(1, min(chunk, steps_per_epoch))
+
+
+def _chunked_epochs(
+    state: loop.TrainState,
+    dataset: data.Dataset,
+    mesh: Any,
+    sharded: bool,
+    used_train: int,
+    chunk_batches: int,
+    steps_per_epoch: int,
+    mean: jax.Array,
+    std: jax.Array,
+    options: dict[str, Any],
+) -> Callable[..., tuple[loop.TrainState, dict[str, Any], float]]:
+    """The chunked mode's epoch: the epoch's batches (:func:`train.loop.epoch_indices`, the
+    resident mode's) gathered on the host from the (memory-mapped) training set, C batches
+    at a time; chunk i + 1 is gathered and copied to the devices while chunk i trains
+    (:func:`train.loop.train_chunk`), so at most two chunks live on a device."""
+    images, labels = dataset.train_images, dataset.train_labels
+    batch_size, data_sharding = options["batch_size"], options["data_sharding"]
+    shards = mesh.size
+    rows_per_chunk = chunk_batches * batch_size
+    structs = [
+        jax.ShapeDtypeStruct((rows_per_chunk, *a.shape[1:]), a.dtype, sharding=data_sharding)
+        for a in (images, labels)
+    ]
+    sums0 = sharding.replicate(loop.zero_sums(), mesh)
+    augment_key = jax.random.key(0)
+    chunk_fn = loop.train_chunk.lower(
+        state, sums0, *structs, np.int32(1), np.int32(0), mean, std, augment_key, **options
+    ).compile()
+
+    def put(indices: np.ndarray) -> tuple[jax.Array, jax.Array]:
+        batches = len(indices)
+        if batches < chunk_batches:  # the last chunk: padded, its padding not trained on
+            indices = np.concatenate(
+                [indices, np.zeros_like(indices[:1]).repeat(chunk_batches - batches, 0)]
+            )
+        rows = loop.chunk_rows(indices, shards)
+        return (
+            sharding.put_rows(_Gather(images, rows), mesh),
+            sharding.put_rows(_Gather(labels, rows), mesh),
+        )
+
+    def train_one_epoch(state: loop.TrainState, key: jax.Array, wait: Callable[[Any], float]):
+        perm_key, augment_key = jax.random.split(key)
+        indices = loop.epoch_indices(perm_key, used_train, batch_size, shards if sharded else None)
+        starts = range(0, steps_per_epoch, chunk_batches)
+        sums = sharding.replicate(loop.zero_sums(), mesh)
+        chunk = put(indices[:chunk_batches])
+        for start in starts:
+            count = min(chunk_batches, steps_per_epoch - start)
+            state, sums = chunk_fn(
+                state, sums, *chunk, np.int32(count), np.int32(start), mean, std, augment_key
+            )
+            if start + chunk_batches < steps_per_epoch:  # overlaps the running chunk
+                chunk = put(indices[start + chunk_batches : start + 2 * chunk_batches])
+            finished = wait(sums)  # the running chunk is done: at most two chunks on a device
+        sums = jax.device_get(sums)
+        metrics = loop.epoch_metrics(sums, steps_per_epoch, batch_size, options["persistency"])
+        return state, metrics, finished
+
+    return train_one_epoch
+
+
+class _Gather:
+    """Rows ``rows`` of ``array`` as a sliceable sequence (read only when sliced)."""
+
+    def __init__(self, array: Any, rows: np.ndarray):
+        self.array, self.rows, self.shape = array, rows, (len(rows), *array.shape[1:])
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, where: slice) -> np.ndarray:
+        rows = self.rows[where]
+        order = np.argsort(rows, kind="stable")  # sequential reads of the memory map
+        out = np.empty((len(rows), *self.array.shape[1:]), self.array.dtype)
+        out[order] = self.array[rows[order]]
+        return out
+
+
 def _wait(outputs: Any, bar: progress.EpochProgress, t0: float) -> float:
     """Waits for the running epoch; returns the moment it finished (``perf_counter``).
 
     A helper thread blocks on the result and stamps the finish time, so the time is
-    exact; the main thread waits on it in short slices, so that signal handlers run and
-    the live line moves while the device works.
+    exact; the main thread waits on it in short slices, so that signal handlers run, the
+    live line moves and a failure posted by another process ends the wait.
     """
     finished: list[float] = []
 
     def block() -> None:
-        jax.block_until_ready(outputs)
+        try:
+            jax.block_until_ready(outputs)
+        except Exception:  # raised again below, in the caller's thread, as one line
+            return
         finished.append(time.perf_counter())
 
     waiter = threading.Thread(target=block, daemon=True)
     waiter.start()
+    polls = 0
     while waiter.is_alive():
         bar.tick(time.perf_counter() - t0)
         waiter.join(POLL_SECONDS)
+        polls += 1
+        if polls % 10 == 0 and waiter.is_alive():
+            distributed.check_peers()  # another process failed: do not wait for it
     if not finished:  # the computation failed: let the caller see its error
         jax.block_until_ready(outputs)
     return finished[0]
@@ -400,7 +590,9 @@ def _close(ckpt: checkpoints.Checkpointer | None, sinks: report.RunReport | None
 def _write_config(workdir: str, config: Config, derived: dict[str, Any]) -> None:
     """``config.json``, keeping a larger target ``epochs`` of an earlier run in the workdir."""
     path = os.path.join(workdir, "config.json")
-    saved = config.to_json()
+    # Where the processes meet is not part of the run: a resume may meet elsewhere.
+    saved = config.replace(coordinator_address=None, num_processes=None, process_id=None)
+    saved = saved.to_json()
     if config.resume and os.path.exists(path):
         with contextlib.suppress(OSError, ValueError, TypeError, KeyError), open(path) as f:
             saved["epochs"] = max(config.epochs, int(json.load(f)["epochs"]))

@@ -1,0 +1,260 @@
+"""Scaling: resident against chunked epochs, 1/2/4 devices, 1 against 2 processes.
+
+``python -m benchmarks.scaling [--grid full|reduced|smoke]``
+
+Every configuration is a real ``python -m train`` run (through :func:`train.cli.main`) in
+fresh processes: ``P`` processes of ``D`` devices each (fake CPU devices through
+``--xla_force_host_platform_device_count`` on a CPU; on a GPU host, ``D`` GPUs of one
+process), the data set sharded over the ``P x D`` devices, the training set either
+device-resident (one jitted call per epoch) or in device-resident chunks of C batches
+(``--data-mode chunked``: chunk i + 1 gathered on the host and copied while chunk i
+trains). Two processes meet through ``jax.distributed`` on localhost (gloo collectives
+on a CPU).
+
+``images_per_s`` = training images of an epoch / its ``epoch_time`` (training only:
+compilation and evaluation excluded), the median over the epochs after the first. The
+peak device memory comes from ``jax.local_devices()[0].memory_stats()`` where the
+backend reports it (GPUs; not CPUs).
+
+Targets of issue 13 (on a GPU): chunked >= 0.9x resident at batch >= 128; 2 processes
+x 2 devices >= 0.9x 1 process x 4 devices.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from benchmarks import _common as C
+
+BENCHMARK = "scaling"
+REPO = Path(__file__).resolve().parents[1]
+
+# (processes, devices per process, data mode)
+LAYOUTS = [
+    (1, 1, "resident"),
+    (1, 1, "chunked"),
+    (1, 2, "resident"),
+    (1, 2, "chunked"),
+    (1, 4, "resident"),
+    (1, 4, "chunked"),
+    (2, 2, "resident"),
+    (2, 2, "chunked"),
+]
+GRIDS: dict[str, dict[str, Any]] = {
+    "full": {
+        "model": "alexnet",
+        "shape": (32, 32, 3),
+        "train_size": 50000,
+        "batch_size": 256,
+        "chunk_batches": 16,
+        "epochs": 4,
+        "layouts": LAYOUTS,
+    },
+    "reduced": {
+        "model": "lenet5",
+        "shape": (28, 28, 1),
+        "train_size": 4096,
+        "batch_size": 128,
+        "chunk_batches": 8,
+        "epochs": 3,
+        "layouts": LAYOUTS,
+    },
+    "smoke": {
+        "model": "tiny",
+        "shape": (8, 8, 1),
+        "train_size": 256,
+        "batch_size": 16,
+        "chunk_batches": 4,
+        "epochs": 2,
+        "layouts": [(1, 1, "resident"), (1, 2, "chunked"), (2, 1, "resident")],
+    },
+}
+GRID_NOTES = {
+    "full": "",
+    "reduced": "CPU grid: LeNet-5 on synthetic 28x28x1 images, 4096 per epoch, batch 128, "
+    "chunks of 8 batches, 3 epochs (2 timed). The devices are fake CPU devices sharing the "
+    "same cores, so more devices cannot be faster here: the numbers show the overheads of "
+    "sharding, chunking and a second process, not a speed-up.",
+    "smoke": "smoke test: the tiny test model; the numbers mean nothing.",
+}
+
+_CHILD = """
+import json, sys
+import jax
+from train.cli import main
+code = main(sys.argv[1:])
+stats = jax.local_devices()[0].memory_stats() or {}
+print("MEMORY " + json.dumps({k: stats.get(k) for k in ("peak_bytes_in_use", "bytes_limit")}))
+sys.exit(code)
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+def run_layout(
+    grid: dict[str, Any], processes: int, devices: int, mode: str, workdir: Path
+) -> dict[str, Any]:
+    """Trains one layout; returns its row (images/s, peak memory, epoch times)."""
+    shape, size = grid["shape"], grid["train_size"]
+    args = [
+        "--dataset", "synthetic", "--synthetic-shape", ",".join(map(str, shape)),
+        "--synthetic-size", f"{size},{grid['batch_size']}", "--model", grid["model"],
+        "--optimizer", "sgd", "--schedule", "constant", "--learning-rate", "0.01",
+        "--on-nan", "skip", "--batch-size", str(grid["batch_size"]),
+        "--epochs", str(grid["epochs"]), "--data-mode", mode,
+        "--chunk-batches", str(grid["chunk_batches"]), "--no-progress",
+        "--workdir", str(workdir),
+    ]  # fmt: skip
+    env = dict(os.environ)
+    if C.device_info()["platform"] == "cpu":
+        env.update(
+            JAX_PLATFORMS="cpu", XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}"
+        )
+    else:
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, range(devices)))
+    if processes > 1:
+        port = _free_port()
+        commands = [
+            [*args, "--coordinator-address", f"localhost:{port}", "--num-processes",
+             str(processes), "--process-id", str(i)]
+            for i in range(processes)
+        ]  # fmt: skip
+        if C.device_info()["platform"] != "cpu":  # one process per group of GPUs
+            envs = [
+                dict(
+                    env, CUDA_VISIBLE_DEVICES=",".join(str(i * devices + d) for d in range(devices))
+                )
+                for i in range(processes)
+            ]
+        else:
+            envs = [env] * processes
+    else:
+        commands, envs = [args], [env]
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-c", _CHILD, *command],
+            cwd=REPO,
+            env=e,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for command, e in zip(commands, envs, strict=True)
+    ]
+    outputs = [child.communicate(timeout=3600) for child in children]
+    for child, (_out, err) in zip(children, outputs, strict=True):
+        if child.returncode != 0:
+            raise RuntimeError(f"layout {processes}x{devices} {mode} failed: {err.strip()}")
+    records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    derived = json.loads((workdir / "config.json").read_text())["derived"]
+    images = derived["steps_per_epoch"] * grid["batch_size"]
+    times = [r["epoch_time"] for r in records[1:]] or [records[0]["epoch_time"]]
+    memory = json.loads(outputs[0][0].strip().splitlines()[-1].removeprefix("MEMORY "))
+    return {
+        "processes": processes,
+        "devices_per_process": devices,
+        "devices": processes * devices,
+        "mode": mode,
+        "images_per_s": images / C.median(times),
+        "peak_device_bytes": memory.get("peak_bytes_in_use"),
+        "epoch_s": times,
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs the benchmark; prints the table; writes the .md/.json. Returns 0."""
+    parser = C.base_parser(__doc__.splitlines()[0])
+    args = parser.parse_args(argv)
+    grid_name, grid, note = C.chosen_grid(args, GRIDS, GRID_NOTES, {})
+    head = C.header(BENCHMARK, grid_name, note, {k: v for k, v in grid.items()})
+    C.log(f"{BENCHMARK} on {head['device']}, grid {grid_name}")
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, (processes, devices, mode) in enumerate(grid["layouts"]):
+            row = run_layout(grid, processes, devices, mode, Path(tmp) / str(i))
+            rows.append(row)
+            C.log(f"  {processes}x{devices} {mode}: {row['images_per_s']:.0f} img/s")
+    payload = {
+        **head,
+        "load_average": os.getloadavg(),
+        "rows": rows,
+        "summary": summarize(rows),
+        "targets": "on a GPU: chunked >= 0.9x resident at batch >= 128; 2 processes x 2 "
+        "devices >= 0.9x 1 process x 4 devices",
+    }
+    markdown = render(payload)
+    C.write_results(args.out_dir, BENCHMARK, payload, markdown)
+    print(markdown)
+    return 0
+
+
+def summarize(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The issue's two ratios where both sides were measured.
+
+    Example:
+      >>> rows = [{"processes": 1, "devices_per_process": 4, "mode": "resident",
+      ...          "images_per_s": 100.0}, {"processes": 2, "devices_per_process": 2,
+      ...          "mode": "resident", "images_per_s": 90.0}]
+      >>> summarize(rows)["two_processes_over_one"]
+      {'resident': 0.9}
+    """
+    ips = {(r["processes"], r["devices_per_process"], r["mode"]): r["images_per_s"] for r in rows}
+    chunked = {
+        f"{p}x{d}": ips[p, d, "chunked"] / ips[p, d, "resident"]
+        for p, d, mode in ips
+        if mode == "resident" and (p, d, "chunked") in ips
+    }
+    processes = {
+        mode: ips[2, 2, mode] / ips[1, 4, mode]
+        for mode in ("resident", "chunked")
+        if (2, 2, mode) in ips and (1, 4, mode) in ips
+    }
+    return {"chunked_over_resident": chunked, "two_processes_over_one": processes}
+
+
+def render(payload: dict[str, Any]) -> str:
+    """The Markdown report."""
+    s = payload["settings"]
+    load = ", ".join(f"{x:.1f}" for x in payload["load_average"])
+    lines = [
+        C.header_markdown(payload, "Scaling: resident vs chunked, devices, processes"),
+        f"* {s['model']} on synthetic {'x'.join(map(str, s['shape']))} images, "
+        f"{s['train_size']} per epoch, batch {s['batch_size']}, chunks of "
+        f"{s['chunk_batches']} batches, {s['epochs']} epochs (the first not timed); "
+        "data sharded over all devices; SGD, K = 1.",
+        f"* Load average (1, 5, 15 min) at the end: {load} on {payload['cpu_count']} cores. "
+        "A shared, busy machine: the numbers are noisy.",
+        "",
+        "| processes x devices | mode | images/s | peak device memory |",
+        "| --- | --- | ---: | ---: |",
+    ]
+    for r in payload["rows"]:
+        peak = r["peak_device_bytes"]
+        shown = "n/a (not reported)" if peak is None else f"{peak / 2**20:.1f} MiB"
+        lines.append(
+            f"| {r['processes']} x {r['devices_per_process']} | {r['mode']} | "
+            f"{r['images_per_s']:.0f} | {shown} |"
+        )
+    summary = payload["summary"]
+    lines += ["", "Ratios (target >= 0.9 on a GPU):", ""]
+    for layout, ratio in summary["chunked_over_resident"].items():
+        lines.append(f"* chunked / resident, {layout}: {ratio:.2f}")
+    for mode, ratio in summary["two_processes_over_one"].items():
+        lines.append(f"* 2 processes x 2 devices / 1 process x 4 devices ({mode}): {ratio:.2f}")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
