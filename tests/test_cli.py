@@ -68,7 +68,7 @@ SYNTHETIC_STEPS_PER_EPOCH = (64 // 16) * 2
 
 def _subprocess_env(**extra: str) -> dict[str, str]:
     env = dict(os.environ)
-    env.update(JAX_PLATFORMS="cpu", JAX_DISABLE_MOST_OPTIMIZATIONS="1", **extra)
+    env.update({"JAX_PLATFORMS": "cpu", "JAX_DISABLE_MOST_OPTIMIZATIONS": "1", **extra})
     return env
 
 
@@ -364,8 +364,9 @@ def test_stop_after_epoch_asks_first_and_aborts_on_the_second_signal():
     stop = interrupt.StopAfterEpoch("stopping", stream)
     stop._handle(signal.SIGINT, None)
     assert stop.requested and stream.getvalue() == "stopping\n"
+    stop._handle(signal.SIGINT, None)  # the handler never raises...
     with pytest.raises(interrupt.Abort):
-        stop._handle(signal.SIGINT, None)
+        stop.check()  # ...the loop's next check does
     with pytest.raises(interrupt.Abort), stop.deferred():
         stop._handle(signal.SIGINT, None)  # deferred: the block runs to its end
         finished = True
@@ -411,7 +412,13 @@ def test_eight_devices_give_the_single_device_numbers(tmp_path):
     result = subprocess.run(
         [sys.executable, "-c", _SHARDED_SCRIPT, str(single), str(sharded), *args],
         cwd=REPO,
-        env=_subprocess_env(XLA_FLAGS="--xla_force_host_platform_device_count=8"),
+        # Optimized XLA: there the 8-device run matches bit for bit; with most
+        # optimizations disabled, the sums' order differs between 1 and 8 devices and the
+        # losses drift apart by ~2e-4 (measured) within an epoch.
+        env=_subprocess_env(
+            XLA_FLAGS="--xla_force_host_platform_device_count=8",
+            JAX_DISABLE_MOST_OPTIMIZATIONS="0",
+        ),
         capture_output=True,
         text=True,
         timeout=300,

@@ -3,10 +3,12 @@
 An epoch is one jitted call that Python cannot interrupt anyway; an exception arriving
 afterwards could land inside a checkpoint save. So the first SIGINT or SIGTERM (what
 schedulers and ``docker stop`` send) only asks the training loop to stop at the end of
-the running epoch, which is then checkpointed as usual. A second signal raises
-:class:`Abort` at once (the loop polls the running epoch, so this takes a fraction of a
-second), except inside :meth:`StopAfterEpoch.deferred` (a checkpoint being written), where
-it waits for the block to end.
+the running epoch, which is then checkpointed as usual. A second signal makes the next
+:meth:`StopAfterEpoch.check` raise :class:`Abort`: the loop checks while it polls the
+running epoch, so this takes a fraction of a second. The handler itself never raises (an
+exception raised from a signal handler can land in any Python code, a garbage-collection
+callback for one, where it is swallowed). Inside :meth:`StopAfterEpoch.deferred` (a
+checkpoint being written) the abort waits for the block to end.
 """
 
 from __future__ import annotations
@@ -74,10 +76,13 @@ class StopAfterEpoch:
             self.signum = signum
             name = signal.Signals(signum).name
             print(self._message.format(signal=name), file=self._stream or sys.stderr, flush=True)
-        elif self._deferring:
-            self._abort_pending = signum
         else:
-            raise Abort(signum)
+            self._abort_pending = signum
+
+    def check(self) -> None:
+        """Raises :class:`Abort` if a second signal came (outside :meth:`deferred`)."""
+        if self._abort_pending is not None and not self._deferring:
+            raise Abort(self._abort_pending)
 
     @contextlib.contextmanager
     def deferred(self) -> Iterator[None]:
@@ -87,8 +92,7 @@ class StopAfterEpoch:
             yield
         finally:
             self._deferring = False
-        if self._abort_pending is not None:
-            raise Abort(self._abort_pending)
+        self.check()
 
     def __enter__(self) -> StopAfterEpoch:
         if threading.current_thread() is threading.main_thread():

@@ -330,7 +330,7 @@ def _run_locked(
                 state, train_metrics, finished = train_one_epoch(
                     state,
                     jax.random.fold_in(data_key, epoch),
-                    lambda outputs, t0=t0: _wait(outputs, bar, t0),
+                    lambda outputs, t0=t0: _wait(outputs, bar, t0, stop.check),
                 )
                 epoch_time = finished - t0
                 test_metrics = eval_fn(state, test_images, test_labels, mean, std)
@@ -365,15 +365,15 @@ def _run_locked(
                     )
                 history.append(record)
                 if ckpt is not None:
-                    with stop.deferred():  # a second signal waits for the save
+                    with stop.deferred():  # a second signal waits for the save and its line
                         ckpt.save(
                             epoch,
                             state.arrays(),
                             {"epoch": epoch, "wall_time": wall_time, "history": history},
                             finite=params_finite,
                         )
-                    if sinks is not None:
-                        sinks.add(history)  # only after the checkpoint is committed
+                        if sinks is not None:
+                            sinks.add(history)  # only after the checkpoint is committed
                 bar.update(record)
                 if on_epoch is not None:
                     on_epoch(record, state)
@@ -550,7 +550,12 @@ class _Gather:
         return out
 
 
-def _wait(outputs: Any, bar: progress.EpochProgress, t0: float) -> float:
+def _wait(
+    outputs: Any,
+    bar: progress.EpochProgress,
+    t0: float,
+    check: Callable[[], None] = lambda: None,
+) -> float:
     """Waits for the running epoch; returns the moment it finished (``perf_counter``).
 
     A helper thread blocks on the result and stamps the finish time, so the time is
@@ -570,6 +575,7 @@ def _wait(outputs: Any, bar: progress.EpochProgress, t0: float) -> float:
     waiter.start()
     polls = 0
     while waiter.is_alive():
+        check()  # a second signal: stop now
         bar.tick(time.perf_counter() - t0)
         waiter.join(POLL_SECONDS)
         polls += 1
