@@ -5,16 +5,6 @@ Pooling follows Caffe's (and PyTorch's ``ceil_mode=True``) output size,
 only. It equals ``floor`` rounding whenever the window tiles the input exactly
 (every 32x32 case here) and keeps odd sizes such as Fashion-MNIST's 7x7 maps
 from losing their last row, so every model accepts any HxWxC input.
-
-Pooling is written with reshapes and strided slices rather than ``lax.reduce_window``:
-XLA:CPU runs ``reduce_window`` and its gradient (``select_and_scatter``, or a padded
-``reduce_window`` for averages) as slow scalar loops, while a reshape-and-max (windows
-that tile the input) or an elementwise max/sum of the window's strided slices (overlapping
-windows) fuses into the neighbouring layers, forward and backward. Values are identical;
-the one difference is the max's gradient on ties, which ``jnp.max`` splits between the
-tied elements where ``select_and_scatter`` gives it all to the first (a set of measure
-zero for float activations, and after a ReLU only ties at 0 occur, whose gradient the
-ReLU zeroes anyway). Measured in ``benchmarks/results/vs_pytorch-cpu.md``.
 """
 
 from __future__ import annotations
@@ -24,8 +14,6 @@ import math
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
-import numpy as np
 
 from models.conv import conv_general_dilated
 
@@ -68,19 +56,6 @@ def _padding(x: jax.Array, window: int, stride: int) -> list[tuple[int, int]]:
     return [ceil_padding(n, window, stride) for n in x.shape[-3:-1]]
 
 
-def _windows(x: jax.Array, window: int, stride: int, fill: float) -> list[jax.Array]:
-    """The ``window**2`` strided slices of the ceil-padded ``x``, one per window offset."""
-    (_, bottom), (_, right) = _padding(x, window, stride)
-    x = jnp.pad(x, ((0, 0), (0, bottom), (0, right), (0, 0)), constant_values=fill)
-    out_h = (x.shape[1] - window) // stride + 1
-    out_w = (x.shape[2] - window) // stride + 1
-    return [
-        x[:, i : i + stride * (out_h - 1) + 1 : stride, j : j + stride * (out_w - 1) + 1 : stride]
-        for i in range(window)
-        for j in range(window)
-    ]
-
-
 def max_pool(x: jax.Array, window: int, stride: int) -> jax.Array:
     """Ceil-mode max pooling over the two spatial axes of an NHWC array.
 
@@ -89,16 +64,7 @@ def max_pool(x: jax.Array, window: int, stride: int) -> jax.Array:
       >>> max_pool(jnp.ones((1, 7, 7, 2)), 2, 2).shape
       (1, 4, 4, 2)
     """
-    if window == stride:  # the windows tile the (padded) input: a reshape and a max
-        (_, bottom), (_, right) = _padding(x, window, stride)
-        x = jnp.pad(x, ((0, 0), (0, bottom), (0, right), (0, 0)), constant_values=-jnp.inf)
-        n, h, w, c = x.shape
-        return x.reshape(n, h // window, window, w // window, window, c).max(axis=(2, 4))
-    slices = _windows(x, window, stride, -jnp.inf)
-    out = slices[0]
-    for s in slices[1:]:
-        out = jnp.maximum(out, s)
-    return out
+    return nn.max_pool(x, (window, window), (stride, stride), _padding(x, window, stride))
 
 
 def avg_pool(x: jax.Array, window: int, stride: int) -> jax.Array:
@@ -109,13 +75,10 @@ def avg_pool(x: jax.Array, window: int, stride: int) -> jax.Array:
       >>> avg_pool(jnp.ones((1, 8, 8, 1)), 3, 2)[0, :, :, 0].tolist()[0]
       [1.0, 1.0, 1.0, 1.0]
     """
-    slices = _windows(x, window, stride, 0.0)
-    total = slices[0]
-    for s in slices[1:]:
-        total = total + s
-    counts = [
-        np.minimum(np.arange(n_out) * stride + window, n) - np.arange(n_out) * stride
-        for n, n_out in zip(x.shape[1:3], total.shape[1:3], strict=True)
-    ]
-    count = np.outer(counts[0], counts[1]).astype(np.float32)[None, :, :, None]
-    return total / jnp.asarray(count, total.dtype)
+    return nn.avg_pool(
+        x,
+        (window, window),
+        (stride, stride),
+        _padding(x, window, stride),
+        count_include_pad=False,
+    )
