@@ -492,3 +492,15 @@ def _drop_closed_loop_reports() -> None:
 
     hook.drops_closed_loop_reports = True  # type: ignore[attr-defined]
     sys.unraisablehook = hook
+
+
+class _DropAbandonedReads(logging.Filter):
+    """Drops asyncio's "Future exception was never retrieved" reports: the reads that a
+    failed restore of a damaged checkpoint abandoned, reported when the process exits,
+    after the run's one-line error."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Future exception was never retrieved")
+
+
+logging.getLogger("asyncio").addFilter(_DropAbandonedReads())
