@@ -251,20 +251,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--models", nargs="+", help="override the grid's models")
     parser.add_argument("--batch-size", type=C.positive_int, help="override the batch size")
     parser.add_argument("--rounds", type=C.positive_int, help="override the timing rounds")
+    parser.add_argument("--compile-rounds", type=C.positive_int, help="override the compile rounds")
     args = parser.parse_args(argv)
     grid_name, grid, note = C.chosen_grid(
         args,
         GRIDS,
         GRID_NOTES,
-        {"models": args.models, "batch_size": args.batch_size, "rounds": args.rounds},
+        {
+            "models": args.models,
+            "batch_size": args.batch_size,
+            "rounds": args.rounds,
+            "compile_rounds": args.compile_rounds,
+        },
     )
     head = C.header(BENCHMARK, grid_name, note, grid)
     C.log(f"{BENCHMARK} on {head['device']}, grid {grid_name}")
 
-    results = []
+    results: list[dict[str, Any]] = []
     for model_name in grid["models"]:
         results.append(bench_model(model_name, grid))
+        markdown = write(args.out_dir, head, grid, results)  # after every model
+    print(markdown)
+    return 0
 
+
+def write(
+    out_dir: Any, head: dict[str, Any], grid: dict[str, Any], results: list[dict[str, Any]]
+) -> str:
+    """Writes the .md/.json of the models measured so far; returns the Markdown."""
     rows, ratios, update_rows = [], [], []
     for res in results:
         for name in OPTIMIZERS:
@@ -310,9 +324,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "Nesterov's state <= nesterov's + 64 bytes",
     }
     markdown = render(payload)
-    C.write_results(args.out_dir, BENCHMARK, payload, markdown)
-    print(markdown)
-    return 0
+    C.write_results(out_dir, BENCHMARK, payload, markdown)
+    return markdown
 
 
 def render(payload: dict[str, Any]) -> str:

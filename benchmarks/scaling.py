@@ -178,6 +178,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = C.base_parser(__doc__.splitlines()[0])
     args = parser.parse_args(argv)
     grid_name, grid, note = C.chosen_grid(args, GRIDS, GRID_NOTES, {})
+    info = C.device_info()
+    if info["platform"] != "cpu":  # real devices: only the layouts this host has
+        fits = [layout for layout in grid["layouts"] if layout[0] * layout[1] <= info["count"]]
+        if len(fits) < len(grid["layouts"]):
+            note += (
+                f" This host has {info['count']} {info['platform'].upper()}(s): only the "
+                f"layouts of at most {info['count']} devices ran."
+            )
+        grid["layouts"] = fits
     head = C.header(BENCHMARK, grid_name, note, {k: v for k, v in grid.items()})
     C.log(f"{BENCHMARK} on {head['device']}, grid {grid_name}")
     rows = []

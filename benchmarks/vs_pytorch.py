@@ -198,27 +198,30 @@ class TorchArm:
 
         torch.set_num_threads(os.cpu_count() or 1)
         self.torch = torch
-        self.model = torch_model(model_name, params, ds.train_images.shape[1:])
+        self.device = torch_device()
+        self.model = torch_model(model_name, params, ds.train_images.shape[1:]).to(self.device)
         self.opt = torch.optim.SGD(
             self.model.parameters(), lr=LEARNING_RATE, momentum=MOMENTUM, nesterov=True
         )
         self.x = self._normalized(ds.train_images, ds)
-        self.y = torch.from_numpy(ds.train_labels.astype(np.int64))
+        self.y = torch.from_numpy(ds.train_labels.astype(np.int64)).to(self.device)
         self.x_test = self._normalized(ds.test_images, ds)
-        self.y_test = torch.from_numpy(ds.test_labels.astype(np.int64))
+        self.y_test = torch.from_numpy(ds.test_labels.astype(np.int64)).to(self.device)
         self.batch_size = batch_size
         self.generator = torch.Generator().manual_seed(0)
 
     def _normalized(self, images: np.ndarray, ds: data_lib.Dataset) -> Any:
         x = (images.astype(np.float32) / 255.0 - ds.mean) / ds.std
-        return self.torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
+        x = self.torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
+        return x.to(self.device)
 
     def epoch(self) -> dict[str, float]:
         torch, f = self.torch, self.torch.nn.functional
         self.model.train()
         n, b = len(self.y), self.batch_size
-        perm = torch.randperm(n, generator=self.generator)
-        loss_sum, correct = torch.zeros(()), torch.zeros((), dtype=torch.int64)
+        perm = torch.randperm(n, generator=self.generator).to(self.device)
+        loss_sum = torch.zeros((), device=self.device)
+        correct = torch.zeros((), dtype=torch.int64, device=self.device)
         for i in range(n // b):
             idx = perm[i * b : (i + 1) * b]
             x, y = self.x[idx], self.y[idx]
@@ -330,6 +333,19 @@ def bench_cell(
     return {"row": row, "detail": detail}
 
 
+def torch_device() -> str:
+    """``"cuda"`` when JAX runs on a GPU and torch sees one too, else ``"cpu"``.
+
+    Both arms then run on the same kind of device; the float(...) that ends a torch epoch
+    waits for its kernels, as ``block_until_ready`` does for JAX's.
+    """
+    import torch
+
+    if jax.default_backend() == "gpu" and torch.cuda.is_available():
+        return "cuda"
+    return "cpu"
+
+
 def torch_version() -> str | None:
     """The installed torch version, or ``None`` (the ``bench`` extra is not installed)."""
     try:
@@ -378,6 +394,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     head = C.header(BENCHMARK, grid_name, note, grid)
     head["versions"]["torch"] = torch_version()
     head["torch_threads"] = os.cpu_count()
+    head["torch_device"] = torch_device()
     head["xla_flags"] = os.environ.get("XLA_FLAGS", "")
     head["xla_flags_applied"] = list(xla_flags.APPLIED)
     head["loadavg_start"] = list(os.getloadavg())
@@ -470,7 +487,8 @@ def render(payload: dict[str, Any]) -> str:
     lines = [
         C.header_markdown(payload, "Project (JAX) vs PyTorch, one training epoch"),
         f"* CPU: {payload['cpu_model'] or 'unknown'}; torch {payload['versions']['torch']} "
-        f"with {payload['torch_threads']} threads. Load average (1, 5, 15 min) at the start "
+        f"with {payload['torch_threads']} threads on "
+        f"{payload.get('torch_device', 'cpu')}. Load average (1, 5, 15 min) at the start "
         f"{load}, at the end {load_end}"
         + (
             " (the machine was shared with other jobs: the absolute numbers are noisy; both "
