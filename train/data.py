@@ -21,13 +21,16 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
 from train import cifar, idx
 from train.data_errors import DataFormatError, DatasetNotFoundError
 from train.tfds_source import TfdsUnavailable, load_tfds
+
+if TYPE_CHECKING:
+    from train.config import Config
 
 __all__ = [
     "DATASET_NAMES",
@@ -37,6 +40,7 @@ __all__ = [
     "DatasetNotFoundError",
     "channel_stats",
     "load_dataset",
+    "load_for_config",
     "select_subset",
     "synthetic_dataset",
 ]
@@ -364,4 +368,18 @@ def load_dataset(
         mean=mean,
         std=std,
         source=source,
+    )
+
+
+def load_for_config(config: Config) -> Dataset:
+    """:func:`load_dataset` with a run's settings: its data set, ``--data-dir``,
+    ``--train-subset``, ``--seed``, synthetic shape and size, and ``--data-cache``."""
+    return load_dataset(
+        config.dataset,
+        config.data_dir,
+        train_subset=config.train_subset,
+        seed=config.seed,
+        synthetic_shape=tuple(config.synthetic_shape),
+        synthetic_size=tuple(config.synthetic_size),
+        cache_dir=config.data_cache,
     )

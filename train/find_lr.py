@@ -31,14 +31,7 @@ def find_lr(config: Config) -> int:
             "sgd, nesterov, adagrad or adam"
         )
     workdir = config.workdir
-    dataset = data.load_dataset(
-        config.dataset,
-        config.data_dir,
-        train_subset=config.train_subset,
-        seed=config.seed,
-        synthetic_shape=tuple(config.synthetic_shape),
-        synthetic_size=tuple(config.synthetic_size),
-    )
+    dataset = data.load_for_config(config)
     batch_size, steps = config.batch_size, config.find_lr_steps
     num_train = len(dataset.train_labels)
     if batch_size > num_train:

@@ -172,15 +172,7 @@ def _run_locked(
         distributed.barrier("prepared-workdir")
 
     if dataset is None:
-        dataset = data.load_dataset(
-            config.dataset,
-            config.data_dir,
-            train_subset=config.train_subset,
-            seed=config.seed,
-            synthetic_shape=tuple(config.synthetic_shape),
-            synthetic_size=tuple(config.synthetic_size),
-            cache_dir=config.data_cache,
-        )
+        dataset = data.load_for_config(config)
     mesh = sharding.make_mesh(config.num_devices)
     sharding.check_batch_size(config.batch_size, mesh, "--batch-size")
     num_train = len(dataset.train_labels)
