@@ -281,17 +281,29 @@ def fmt_pm(values: Sequence[float], digits: int = 4) -> str:
     return f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
-def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+def markdown_table(
+    headers: Sequence[str], rows: Sequence[Sequence[Any]], align: str | None = None
+) -> str:
     """A GitHub Markdown table; floats keep their given formatting (pass strings).
+
+    ``align`` has one letter a column, ``l`` or ``r`` (right-aligned: ``---:``); the
+    default leaves every column as GitHub's default (left).
 
     Example:
       >>> print(markdown_table(["a", "b"], [[1, "x"]]))
       | a | b |
       | --- | --- |
       | 1 | x |
+      >>> print(markdown_table(["a", "n"], [["x", 1]], align="lr"))
+      | a | n |
+      | --- | ---: |
+      | x | 1 |
     """
+    align = align or "l" * len(headers)
+    if len(align) != len(headers) or set(align) - {"l", "r"}:
+        raise ValueError(f"align: one of l/r for each of the {len(headers)} columns, got {align!r}")
     out = ["| " + " | ".join(map(str, headers)) + " |"]
-    out.append("| " + " | ".join("---" for _ in headers) + " |")
+    out.append("| " + " | ".join("---:" if a == "r" else "---" for a in align) + " |")
     out.extend("| " + " | ".join(map(str, row)) + " |" for row in rows)
     return "\n".join(out)
 

@@ -187,7 +187,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"layouts of at most {info['count']} devices ran."
             )
         grid["layouts"] = fits
-    head = C.header(BENCHMARK, grid_name, note, {k: v for k, v in grid.items()})
+    head = C.header(BENCHMARK, grid_name, note, dict(grid))
     C.log(f"{BENCHMARK} on {head['device']}, grid {grid_name}")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -246,16 +246,12 @@ def render(payload: dict[str, Any]) -> str:
         f"* Load average (1, 5, 15 min) at the end: {load} on {payload['cpu_count']} cores. "
         "A shared, busy machine: the numbers are noisy.",
         "",
-        "| processes x devices | mode | images/s | peak device memory |",
-        "| --- | --- | ---: | ---: |",
+        C.markdown_table(
+            ["processes x devices", "mode", "images/s", "peak device memory"],
+            [_table_row(r) for r in payload["rows"]],
+            align="llrr",
+        ),
     ]
-    for r in payload["rows"]:
-        peak = r["peak_device_bytes"]
-        shown = "n/a (not reported)" if peak is None else f"{peak / 2**20:.1f} MiB"
-        lines.append(
-            f"| {r['processes']} x {r['devices_per_process']} | {r['mode']} | "
-            f"{r['images_per_s']:.0f} | {shown} |"
-        )
     summary = payload["summary"]
     lines += ["", "Ratios (target >= 0.9 on a GPU):", ""]
     for layout, ratio in summary["chunked_over_resident"].items():
@@ -263,6 +259,13 @@ def render(payload: dict[str, Any]) -> str:
     for mode, ratio in summary["two_processes_over_one"].items():
         lines.append(f"* 2 processes x 2 devices / 1 process x 4 devices ({mode}): {ratio:.2f}")
     return "\n".join(lines) + "\n"
+
+
+def _table_row(row: dict[str, Any]) -> list[str]:
+    peak = row["peak_device_bytes"]
+    shown = "n/a (not reported)" if peak is None else f"{peak / 2**20:.1f} MiB"
+    layout = f"{row['processes']} x {row['devices_per_process']}"
+    return [layout, row["mode"], f"{row['images_per_s']:.0f}", shown]
 
 
 if __name__ == "__main__":
