@@ -183,24 +183,51 @@ def _tuning_free_nesterov_factory(
     return po.tuning_free_nesterov(momentum=momentum, max_learning_rate=learning_rate)
 
 
-_contrib = optax.contrib
+def _sgd(nesterov: bool, about: str) -> OptimizerSpec:
+    """optax's SGD with (heavy-ball or Nesterov) momentum, cycled under ``onecycle``."""
+    return OptimizerSpec(
+        injected(optax.sgd, "momentum", nesterov=nesterov),
+        0.05,
+        DEFAULT_MOMENTUM,
+        cycles_momentum=True,
+        about=about,
+    )
+
+
+def _contrib(
+    name: str,
+    learning_rate: float,
+    momentum_arg: str | None = None,
+    momentum: float | None = None,
+    note: str = "",
+    **spec: Any,
+) -> OptimizerSpec:
+    """``optax.contrib.<name>`` under :func:`injected`; ``--help`` says its name + ``note``."""
+    return OptimizerSpec(
+        injected(getattr(optax.contrib, name), momentum_arg),
+        learning_rate,
+        momentum,
+        about=f"optax.contrib.{name}{note}",
+        **spec,
+    )
+
+
+def _schedule_free(name: str, learning_rate: float) -> OptimizerSpec:
+    """A schedule-free optax.contrib optimizer (``b1`` = 0.9), evaluated at its average."""
+    return _contrib(
+        name,
+        learning_rate,
+        "b1",
+        0.9,
+        ", evaluated at the averaged parameters",
+        eval_params=_schedule_free_eval_params,
+    )
+
 
 #: The optimizers of ``--optimizer``, by name: one entry each (factory and defaults).
 OPTIMIZERS: dict[str, OptimizerSpec] = {
-    "sgd": OptimizerSpec(
-        injected(optax.sgd, "momentum", nesterov=False),
-        0.05,
-        DEFAULT_MOMENTUM,
-        cycles_momentum=True,
-        about="SGD with heavy-ball momentum",
-    ),
-    "nesterov": OptimizerSpec(
-        injected(optax.sgd, "momentum", nesterov=True),
-        0.05,
-        DEFAULT_MOMENTUM,
-        cycles_momentum=True,
-        about="SGD with Nesterov momentum",
-    ),
+    "sgd": _sgd(nesterov=False, about="SGD with heavy-ball momentum"),
+    "nesterov": _sgd(nesterov=True, about="SGD with Nesterov momentum"),
     "adaptive_nesterov": OptimizerSpec(
         _adaptive_nesterov_factory,
         0.1,
@@ -231,33 +258,13 @@ OPTIMIZERS: dict[str, OptimizerSpec] = {
         1.0,
         about="optax.polyak_sgd (SPS_max, no momentum); lr = the step's ceiling",
     ),
-    "momo": OptimizerSpec(
-        injected(_contrib.momo, "beta"), 1.0, 0.9, about="optax.contrib.momo (MoMo)"
-    ),
-    "momo_adam": OptimizerSpec(
-        injected(_contrib.momo_adam, "b1"), 1e-2, 0.9, about="optax.contrib.momo_adam"
-    ),
-    "prodigy": OptimizerSpec(
-        injected(_contrib.prodigy), 1.0, about="optax.contrib.prodigy (lr multiplies d)"
-    ),
-    "dadapt_adamw": OptimizerSpec(
-        injected(_contrib.dadapt_adamw), 1.0, about="optax.contrib.dadapt_adamw (D-Adaptation)"
-    ),
-    "dog": OptimizerSpec(injected(_contrib.dog), 1.0, about="optax.contrib.dog (DoG)"),
-    "schedule_free_sgd": OptimizerSpec(
-        injected(_contrib.schedule_free_sgd, "b1"),
-        1.0,
-        0.9,
-        eval_params=_schedule_free_eval_params,
-        about="optax.contrib.schedule_free_sgd, evaluated at the averaged parameters",
-    ),
-    "schedule_free_adamw": OptimizerSpec(
-        injected(_contrib.schedule_free_adamw, "b1"),
-        0.0025,
-        0.9,
-        eval_params=_schedule_free_eval_params,
-        about="optax.contrib.schedule_free_adamw, evaluated at the averaged parameters",
-    ),
+    "momo": _contrib("momo", 1.0, "beta", 0.9, " (MoMo)"),
+    "momo_adam": _contrib("momo_adam", 1e-2, "b1", 0.9),
+    "prodigy": _contrib("prodigy", 1.0, note=" (lr multiplies d)"),
+    "dadapt_adamw": _contrib("dadapt_adamw", 1.0, note=" (D-Adaptation)"),
+    "dog": _contrib("dog", 1.0, note=" (DoG)"),
+    "schedule_free_sgd": _schedule_free("schedule_free_sgd", 1.0),
+    "schedule_free_adamw": _schedule_free("schedule_free_adamw", 0.0025),
 }
 
 
