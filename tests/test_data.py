@@ -311,3 +311,26 @@ def test_bad_arguments_raise_value_error_naming_them():
         load_dataset("synthetic", synthetic_size=(0, 10))
     with pytest.raises(ValueError, match="train_subset"):
         load_dataset("synthetic", synthetic_size=(10, 2), train_subset=11)
+
+
+def test_load_for_config_passes_every_data_setting(tmp_path):
+    from train.config import Config
+
+    config = Config(
+        dataset="synthetic",
+        synthetic_shape=(4, 5, 1),
+        synthetic_size=(30, 6),
+        train_subset=12,
+        seed=3,
+        data_cache=str(tmp_path),
+    )
+    ds = data.load_for_config(config)
+    want = load_dataset(
+        "synthetic", synthetic_shape=(4, 5, 1), synthetic_size=(30, 6), train_subset=12, seed=3
+    )
+    np.testing.assert_array_equal(ds.train_images, want.train_images)
+    np.testing.assert_array_equal(ds.test_labels, want.test_labels)
+    np.testing.assert_array_equal(ds.mean, want.mean)
+    assert (
+        ds.source.startswith("memory-mapped") and (tmp_path / "synthetic-4x5x1-30-6-seed3").is_dir()
+    )
