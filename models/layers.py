@@ -5,6 +5,17 @@ Pooling follows Caffe's (and PyTorch's ``ceil_mode=True``) output size,
 only. It equals ``floor`` rounding whenever the window tiles the input exactly
 (every 32x32 case here) and keeps odd sizes such as Fashion-MNIST's 7x7 maps
 from losing their last row, so every model accepts any HxWxC input.
+
+Pooling is written with strided slices rather than ``lax.reduce_window``: XLA:CPU runs
+``reduce_window`` and its gradient (``select_and_scatter``, or a padded ``reduce_window``
+for averages) as slow scalar loops, while an elementwise max (or sum) of the window's
+strided slices fuses into the neighbouring layers, forward and backward. Values and
+gradients are identical to ``reduce_window``'s, ties included: the max's derivative
+(:func:`max_pool`'s ``custom_jvp``) sends each window's gradient to the first of its
+largest elements in row-major window order, as ``select_and_scatter`` does. It picks that
+element while computing the max, from the same values, so the gradient never depends on
+XLA recomputing an activation with a different rounding (``jnp.max``'s own derivative,
+which splits it between elements equal to the result, does).
 """
 
 from __future__ import annotations
@@ -14,6 +25,8 @@ import math
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
+import numpy as np
 
 from models.conv import conv_general_dilated
 
@@ -56,15 +69,59 @@ def _padding(x: jax.Array, window: int, stride: int) -> list[tuple[int, int]]:
     return [ceil_padding(n, window, stride) for n in x.shape[-3:-1]]
 
 
+def _strided_windows(x: jax.Array, window: int, stride: int) -> list[jax.Array]:
+    """The ``window**2`` strided slices of the padded ``x``, one per window offset."""
+    out_h = (x.shape[1] - window) // stride + 1
+    out_w = (x.shape[2] - window) // stride + 1
+    return [
+        x[:, i : i + stride * (out_h - 1) + 1 : stride, j : j + stride * (out_w - 1) + 1 : stride]
+        for i in range(window)
+        for j in range(window)
+    ]
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1, 2))
+def _first_max(x: jax.Array, window: int, stride: int) -> jax.Array:
+    """Max over each window of the (already padded) ``x``; see :func:`_first_max_jvp`."""
+    slices = _strided_windows(x, window, stride)
+    out = slices[0]
+    for s in slices[1:]:
+        out = jnp.maximum(out, s)
+    return out
+
+
+@_first_max.defjvp
+def _first_max_jvp(
+    window: int, stride: int, primals: tuple[jax.Array], tangents: tuple[jax.Array]
+) -> tuple[jax.Array, jax.Array]:
+    """The tangent of the first largest element of each window (row-major order)."""
+    slices = _strided_windows(primals[0], window, stride)
+    tangent_slices = _strided_windows(tangents[0], window, stride)
+    best, tangent = slices[0], tangent_slices[0]
+    for s, t in zip(slices[1:], tangent_slices[1:], strict=True):
+        later_is_larger = s > best  # strict: a tie keeps the earlier element
+        best = jnp.where(later_is_larger, s, best)
+        tangent = jnp.where(later_is_larger, t, tangent)
+    return best, tangent
+
+
 def max_pool(x: jax.Array, window: int, stride: int) -> jax.Array:
     """Ceil-mode max pooling over the two spatial axes of an NHWC array.
 
+    Its values and gradients equal ``flax.linen.max_pool``'s (``lax.reduce_window``) with
+    the same ceil-mode padding, ties included (see the module's docstring).
+
     Example:
-      >>> import jax.numpy as jnp
+      >>> import jax, jax.numpy as jnp
       >>> max_pool(jnp.ones((1, 7, 7, 2)), 2, 2).shape
       (1, 4, 4, 2)
+      >>> x = jnp.array([1.0, 3.0, 3.0, 2.0]).reshape(1, 2, 2, 1)  # a tie: the first 3 wins
+      >>> jax.grad(lambda x: max_pool(x, 2, 2).sum())(x).ravel().tolist()
+      [0.0, 1.0, 0.0, 0.0]
     """
-    return nn.max_pool(x, (window, window), (stride, stride), _padding(x, window, stride))
+    (_, bottom), (_, right) = _padding(x, window, stride)
+    x = jnp.pad(x, ((0, 0), (0, bottom), (0, right), (0, 0)), constant_values=-jnp.inf)
+    return _first_max(x, window, stride)
 
 
 def avg_pool(x: jax.Array, window: int, stride: int) -> jax.Array:
@@ -75,10 +132,14 @@ def avg_pool(x: jax.Array, window: int, stride: int) -> jax.Array:
       >>> avg_pool(jnp.ones((1, 8, 8, 1)), 3, 2)[0, :, :, 0].tolist()[0]
       [1.0, 1.0, 1.0, 1.0]
     """
-    return nn.avg_pool(
-        x,
-        (window, window),
-        (stride, stride),
-        _padding(x, window, stride),
-        count_include_pad=False,
-    )
+    (_, bottom), (_, right) = _padding(x, window, stride)
+    slices = _strided_windows(jnp.pad(x, ((0, 0), (0, bottom), (0, right), (0, 0))), window, stride)
+    total = slices[0]
+    for s in slices[1:]:
+        total = total + s
+    counts = [
+        np.minimum(np.arange(n_out) * stride + window, n) - np.arange(n_out) * stride
+        for n, n_out in zip(x.shape[1:3], total.shape[1:3], strict=True)
+    ]
+    count = np.outer(counts[0], counts[1]).astype(np.float32)[None, :, :, None]
+    return total / jnp.asarray(count, total.dtype)
