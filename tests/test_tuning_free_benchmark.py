@@ -24,6 +24,7 @@ def test_smoke_grid_writes_the_results_in_the_issue_format(tmp_path):
         "--optimizers",
         tf.VARIANT,
         "schedule_free_sgd",
+        "--no-compile-cache",  # jax's cache is process-wide: keep it off in the suite
         "--out-dir",
         str(tmp_path),
     ]
