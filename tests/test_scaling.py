@@ -248,6 +248,13 @@ def test_two_processes_give_the_four_device_numbers_through_a_kill_and_resume(tm
     assert [r["epoch"] for r in got] == list(range(1, EPOCHS + 1))
     config = json.loads((multi / "config.json").read_text())
     assert config["derived"]["num_processes"] == 2 and config["derived"]["num_devices"] == 4
+    # no --data-cache: the processes read their rows of <workdir>/data-cache's memory maps
+    assert config["data_cache"] is None and not (single / "data-cache").exists()
+    (cache,) = (multi / "data-cache").iterdir()  # no leftover temporary directory
+    assert sorted(p.name for p in cache.iterdir()) == [
+        "test_images.npy", "test_labels.npy", "train_images.npy", "train_labels.npy",
+        "train_mean.npy", "train_std.npy",
+    ]  # fmt: skip
     assert config["coordinator_address"] is None  # a resume may meet elsewhere
     for mine, theirs in zip(got, expected, strict=True):
         assert mine["step"] == theirs["step"]
@@ -295,7 +302,7 @@ def test_a_missing_process_ends_every_started_one_with_one_line_after_the_timeou
 
 
 # Chunked mode: device-resident chunks of C batches from a memory-mapped training set.
-def test_the_idx_reader_writes_a_memory_map_once_and_later_runs_read_only_it(tmp_path):
+def test_the_idx_reader_writes_a_memory_map_once_and_later_runs_read_only_it(tmp_path, monkeypatch):
     from tests.test_data import _write_idx_set
 
     raw, cache = tmp_path / "raw", tmp_path / "cache"
@@ -305,10 +312,20 @@ def test_the_idx_reader_writes_a_memory_map_once_and_later_runs_read_only_it(tmp
     assert isinstance(first.train_images, np.memmap) and first.train_images.dtype == np.uint8
     for path in raw.iterdir():
         path.unlink()  # the IDX files are no longer needed
+    assert sorted(p.name for p in cache.iterdir()) == ["mnist"]  # no temporary directory
+    stats = data.channel_stats
+    monkeypatch.setattr(data, "channel_stats", None)  # the mean and std are in the cache
     again = data.load_dataset("mnist", raw, cache_dir=cache)
     assert again.source.startswith("memory-mapped")
     np.testing.assert_array_equal(again.train_images, first.train_images)
     np.testing.assert_array_equal(again.mean, first.mean)
+    np.testing.assert_array_equal(again.std, first.std)
+    monkeypatch.setattr(data, "channel_stats", stats)
+    for name in ("train_mean.npy", "train_std.npy"):
+        (cache / "mnist" / name).unlink()  # a cache of an earlier version: stats added
+    older = data.load_dataset("mnist", raw, cache_dir=cache)
+    np.testing.assert_array_equal(older.mean, first.mean)
+    assert (cache / "mnist" / "train_std.npy").is_file()
 
 
 def test_chunked_epochs_give_the_resident_numbers(monkeypatch):
