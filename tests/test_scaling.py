@@ -217,10 +217,14 @@ def _one_line(stderr: str) -> str:
     return lines[0]
 
 
-def test_two_processes_give_the_four_device_numbers_through_a_kill_and_resume(tmp_path):
+def test_two_processes_give_the_four_device_numbers_through_a_kill_and_resume(
+    tmp_path, monkeypatch
+):
     """2 processes x 2 devices (gloo) equal 1 process x 4 devices up to float rounding,
     with process 1 killed (-9) in the middle: process 0 ends with one line, and both
     resumed continue to the same numbers. Only process 0 writes metrics and prints."""
+    # The resumed processes load the first ones' executables (a third of their time).
+    monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", str(tmp_path / "jax-cache"))
     single, multi = tmp_path / "single", tmp_path / "multi"
     reference = _train(*TINY, "--epochs", EPOCHS, "--workdir", single, devices=4)
     processes = _processes(*TINY, "--epochs", EPOCHS, "--workdir", multi, port=_free_port())
