@@ -223,7 +223,9 @@ class Config:
     data_cache: str | None = _field(
         None,
         "keep the data set as uint8 .npy files here (written once) and read them memory-"
-        "mapped: host RAM no longer bounds it, and each process reads only its rows",
+        "mapped: host RAM no longer bounds it, and each process reads only its rows "
+        "(default: none in one process; <workdir>/data-cache, written by process 0, in "
+        "several)",
         resume=True,
     )
     coordinator_address: str | None = _field(

@@ -19,6 +19,8 @@ naming it, rather than falling through to the next source.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
@@ -263,26 +265,64 @@ def _load_raw(
 _SPLITS = ("train_images", "train_labels", "test_images", "test_labels")
 
 
+_STATS = ("train_mean", "train_std")  # channel_stats of the training images
+
+
 def _memory_mapped(
     cache_dir: str | os.PathLike, key: str, build: Callable[[], tuple[tuple[np.ndarray, ...], str]]
-) -> tuple[tuple[np.ndarray, ...], str]:
+) -> tuple[tuple[np.ndarray, ...], tuple[np.ndarray, np.ndarray], str]:
     """The four arrays as read-only memory maps of ``.npy`` files in ``cache_dir/key``,
-    written once from ``build()`` (the IDX/CIFAR/TFDS readers); later runs, and every
-    process of a multi-process run, read only the rows they use."""
+    written once from ``build()`` (the IDX/CIFAR/TFDS readers), and the training images'
+    :func:`channel_stats`, kept beside them: later runs, and every process of a
+    multi-process run, read only the rows they use.
+
+    The files are written to a temporary directory that is then renamed to
+    ``cache_dir/key``, so a reader sees all of them or none; of concurrent writers the
+    first rename wins and the others drop their copy.
+    """
     directory = Path(cache_dir).expanduser() / key
     files = [directory / f"{split}.npy" for split in _SPLITS]
     if not all(f.is_file() for f in files):
         arrays, _ = build()
-        directory.mkdir(parents=True, exist_ok=True)
-        for path, array in zip(files, arrays, strict=True):
-            tmp = directory / f".{path.stem}.{os.getpid()}.npy"
-            np.save(tmp, np.ascontiguousarray(array))
-            os.replace(tmp, path)  # atomic: concurrent writers leave one whole file
+        _write_directory(
+            directory, {**dict(zip(_SPLITS, arrays, strict=True)), **_stats(arrays[0])}
+        )
     try:
         arrays = tuple(np.load(f, mmap_mode="r") for f in files)
+        stats_files = [directory / f"{name}.npy" for name in _STATS]
+        if not all(f.is_file() for f in stats_files):  # a cache of an earlier version
+            for path, array in _stats(arrays[0]).items():
+                tmp = directory / f".{path}.{os.getpid()}.npy"
+                np.save(tmp, array)
+                os.replace(tmp, directory / f"{path}.npy")
+        mean, std = (np.load(f) for f in stats_files)
     except (OSError, ValueError) as error:
         raise DataFormatError(f"{directory}: unreadable memory-mapped data ({error})") from None
-    return arrays, f"memory-mapped {directory}"
+    return arrays, (mean, std), f"memory-mapped {directory}"
+
+
+def _stats(train_images: np.ndarray) -> dict[str, np.ndarray]:
+    return dict(zip(_STATS, channel_stats(train_images), strict=True))
+
+
+def _write_directory(directory: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Writes ``arrays`` as ``directory/<name>.npy`` all at once (temporary directory,
+    then rename); a complete ``directory`` written meanwhile by another process wins."""
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    try:
+        for name, array in arrays.items():
+            np.save(tmp / f"{name}.npy", np.ascontiguousarray(array))
+        complete = [directory / f"{name}.npy" for name in _SPLITS]
+        if directory.exists() and not all(f.is_file() for f in complete):
+            shutil.rmtree(directory, ignore_errors=True)  # an interrupted earlier writer's
+        try:
+            os.rename(tmp, directory)
+        except OSError:
+            if not all(f.is_file() for f in complete):
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def load_dataset(
@@ -308,8 +348,9 @@ def load_dataset(
       synthetic_size: ``(train, test)`` sizes of the synthetic set.
       download: allow TFDS to download (it needs network access).
       cache_dir: keep the data set as uint8 ``.npy`` files in ``cache_dir/<name>`` (written
-        once from the readers) and return read-only memory maps of them, so that host
-        RAM does not bound the data set (a ``train_subset`` is copied into RAM).
+        once from the readers, with the training set's mean and std) and return read-only
+        memory maps of them, so that host RAM does not bound the data set and a process
+        reads only the rows it uses (a ``train_subset`` is copied into RAM).
 
     Returns:
       The :class:`Dataset`; ``mean``/``std`` are computed on the (subset of
@@ -340,6 +381,7 @@ def load_dataset(
             return arrays, "synthetic (uniform random)"
         return _load_raw(name, data_dir, download)
 
+    stats = None
     if cache_dir is None:
         arrays, source = build()
     else:
@@ -347,7 +389,7 @@ def load_dataset(
         if name == "synthetic":
             shape, size = "x".join(map(str, synthetic_shape)), "-".join(map(str, synthetic_size))
             key = f"synthetic-{shape}-{size}-seed{seed}"
-        arrays, source = _memory_mapped(cache_dir, key, build)
+        arrays, stats, source = _memory_mapped(cache_dir, key, build)
     train_images, train_labels, test_images, test_labels = arrays
     if train_images.shape[1:] != test_images.shape[1:]:
         raise DataFormatError(
@@ -357,7 +399,8 @@ def load_dataset(
     if train_subset is not None:
         keep = select_subset(train_labels, train_subset, seed)
         train_images, train_labels = train_images[keep], train_labels[keep]
-    mean, std = channel_stats(train_images)
+        stats = None
+    mean, std = channel_stats(train_images) if stats is None else stats
     return Dataset(
         train_images=train_images,
         train_labels=train_labels,

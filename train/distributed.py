@@ -24,6 +24,7 @@ import json
 import os
 import socket
 import sys
+import threading
 import time
 from typing import Any
 
@@ -70,34 +71,76 @@ def initialize(config: Config) -> None:
         raise DistributedError("--num-processes: needs --coordinator-address HOST:PORT")
     if jax.config.jax_platforms in (None, "", "cpu") or "cpu" in str(jax.config.jax_platforms):
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    deadline = time.monotonic() + timeout
     if config.coordinator_address is not None and config.process_id not in (None, 0):
-        _wait_for_coordinator(config.coordinator_address, timeout)
+        _wait_for_coordinator(config.coordinator_address, timeout, deadline)
+    where = config.coordinator_address or "the coordinator of the cluster"
+    who = (
+        "this process"
+        if config.process_id is None
+        else f"process {config.process_id} of {config.num_processes}"
+    )
+    joined = _watch_the_join(
+        deadline,
+        f"cannot join the run at {where} as {who}: the other process(es) did not join "
+        f"within --barrier-timeout {timeout:g}s",
+    )
     try:
         jax.distributed.initialize(
             coordinator_address=config.coordinator_address,
             num_processes=config.num_processes,
             process_id=config.process_id,
-            initialization_timeout=max(1, int(timeout)),
+            # jaxlib's own deadline aborts the process with a stack trace (a LOG(FATAL) in
+            # its connect): the watchdog above ends it first, with one line.
+            initialization_timeout=int(timeout) + 60,
             heartbeat_timeout_seconds=max(10, int(timeout)),
             shutdown_timeout_seconds=max(10, int(timeout)),
         )
     except Exception as error:  # jaxlib raises XlaRuntimeError, ValueError, RuntimeError
-        where = config.coordinator_address or "the coordinator of the cluster"
         raise DistributedError(
-            f"cannot join the run at {where} as process {config.process_id} of "
-            f"{config.num_processes} within {timeout:g}s: {_one_line(error)}"
+            f"cannot join the run at {where} as {who} within {timeout:g}s: {_one_line(error)}"
         ) from None
+    finally:
+        joined()
     _state.update(initialized=True, timeout=timeout)
     _check_same_flags(config)
 
 
-def _wait_for_coordinator(address: str, timeout: float) -> None:
+def _watch_the_join(deadline: float, message: str) -> Any:
+    """Ends the process with ``message`` (one line, exit 1) at ``deadline`` unless the
+    returned function is called first.
+
+    ``jax.distributed.initialize`` blocks (with the GIL released) until every process
+    has registered with the coordinator, and when its own deadline passes jaxlib aborts
+    the process with a stack trace: no Python exception to catch, so a thread keeps the
+    deadline instead.
+    """
+    lock, done = threading.Lock(), threading.Event()
+
+    def watch() -> None:
+        if done.wait(max(1.0, deadline - time.monotonic())):
+            return
+        with lock:
+            if done.is_set():
+                return
+            sys.stdout.flush()
+            print(f"python -m train: error: {message}", file=sys.stderr, flush=True)
+            os._exit(1)
+
+    def joined() -> None:
+        with lock:
+            done.set()
+
+    threading.Thread(target=watch, name="join-watchdog", daemon=True).start()
+    return joined
+
+
+def _wait_for_coordinator(address: str, timeout: float, deadline: float) -> None:
     """Waits until the coordinator accepts connections: jaxlib's own connect aborts the
     process with a stack trace when it cannot reach it."""
     host, _, port = address.rpartition(":")
     if not host or not port.isdigit():
         raise DistributedError(f"--coordinator-address: expected HOST:PORT, got {address!r}")
-    deadline = time.monotonic() + timeout
     while True:
         try:
             with socket.create_connection((host.strip("[]"), int(port)), timeout=1.0):

@@ -16,11 +16,27 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 from collections.abc import Sequence
 from typing import Any
 
 METRICS_FILE = "metrics.jsonl"
 CURVES_FILE = "curves.png"
+
+
+def _summary_writer() -> Any:
+    """``tensorboardX.SummaryWriter``, imported without torch: its writer module imports
+    torch, where installed (the benchmarks' PyTorch arm), for type hints only, which took
+    seconds of every run's start."""
+    hide = "torch" not in sys.modules
+    if hide:
+        sys.modules["torch"] = None  # type: ignore[assignment]  # an ImportError for it
+    try:
+        from tensorboardX import SummaryWriter
+    finally:
+        if hide and sys.modules.get("torch", 0) is None:
+            del sys.modules["torch"]
+    return SummaryWriter
 
 
 def finite_or_none(x: Any) -> float | None:
@@ -68,9 +84,7 @@ class RunReport:
         self.curves_path = os.path.join(workdir, CURVES_FILE)
         self._writer = None
         if tensorboard:
-            from tensorboardX import SummaryWriter
-
-            self._writer = SummaryWriter(logdir=workdir)
+            self._writer = _summary_writer()(logdir=workdir)
 
     def restart(self, history: Sequence[dict[str, Any]]) -> None:
         """Rewrites ``metrics.jsonl`` to hold exactly ``history`` (a resumed run's epochs)."""

@@ -172,7 +172,7 @@ def _run_locked(
         distributed.barrier("prepared-workdir")
 
     if dataset is None:
-        dataset = data.load_for_config(config)
+        dataset = _load_dataset(config)
     mesh = sharding.make_mesh(config.num_devices)
     sharding.check_batch_size(config.batch_size, mesh, "--batch-size")
     num_train = len(dataset.train_labels)
@@ -400,6 +400,30 @@ def _run_locked(
             stop.signum,
         )
     return history
+
+
+DEFAULT_DATA_CACHE = "data-cache"  # in the workdir, for a multi-process run
+
+
+def _load_dataset(config: Config) -> data.Dataset:
+    """``config``'s data set. In several processes it is memory-mapped from
+    ``--data-cache`` or, by default, ``<workdir>/data-cache`` (a new run's own, rewritten
+    when the run starts over): process 0 writes it while the others wait at a barrier,
+    then each process reads only the rows its devices hold (:func:`sharding.put_rows`)."""
+    cache = config.data_cache
+    if cache is None and distributed.active() and config.workdir is not None:
+        cache = os.path.join(config.workdir, DEFAULT_DATA_CACHE)
+        if not config.resume and distributed.process_index() == 0:
+            shutil.rmtree(cache, ignore_errors=True)  # an earlier run's (another --data-dir)
+
+    def load() -> data.Dataset:
+        return data.load_for_config(config.replace(data_cache=cache))
+
+    if cache is None or not distributed.active():
+        return load()
+    dataset = load() if distributed.process_index() == 0 else None
+    distributed.barrier("data-cache")  # written once, by process 0
+    return load() if dataset is None else dataset
 
 
 def _place_data(
