@@ -19,6 +19,11 @@ CASES = [
         (7,), (1, 2, 5), (1, 2, 3), ("SAME", "VALID", ((1, 2), (0, 1)), ((2, 0), (1, 1)))
     )
     if not (kernel == 1 and stride == 3)
+] + [  # images smaller than the kernel: the im2col path
+    (2, 3, 1, "SAME"),
+    (1, 3, 1, "SAME"),
+    (2, 3, 2, ((1, 1), (1, 1))),
+    (3, 5, 1, ((2, 2), (2, 2))),
 ]
 
 
@@ -95,3 +100,17 @@ def test_training_step_in_a_loop_compiles_to_canonical_convolutions():
     assert len(labels) >= 4, hlo[:2000]  # forward and backward convolutions
     if jax.default_backend() == "cpu":
         assert set(labels) == {"b01f_01io->b01f"}, labels
+
+
+def test_images_smaller_than_the_kernel_compile_to_no_naive_convolution():
+    """AlexNet's last 3x3 convolution sees 2x2 maps: XLA:CPU would swap image and kernel
+    (``01fb_o01i->f01b``, a naive loop); the im2col path leaves no convolution at all."""
+    x = jnp.ones((8, 2, 2, 16))
+    w = jnp.ones((3, 3, 16, 4))
+
+    def loss(x, w):
+        return jnp.sum(conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=DN) ** 2)
+
+    hlo = jax.jit(jax.grad(loss, argnums=(0, 1))).lower(x, w).compile().as_text()
+    if jax.default_backend() == "cpu":
+        assert "convolution(" not in hlo
