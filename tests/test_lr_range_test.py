@@ -229,6 +229,85 @@ def test_inject_hyperparams_factory_sweeps_the_learning_rate():
     np.testing.assert_allclose(injected.losses, plain.losses, rtol=1e-5)
 
 
+def _recording(rate, floor, log):
+    """sgd at ``rate`` whose update logs the (rate, floor) it reads from its state."""
+
+    def update(updates, state, params=None):
+        del params
+        jax.debug.callback(lambda r, f: log.append((float(r), float(f))), rate, floor)
+        return jax.tree.map(lambda g: -rate * g, updates), state
+
+    return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
+
+
+def test_every_injected_hyperparameter_derived_from_lr_is_swept():
+    log = []
+    factory = lambda lr: optax.inject_hyperparams(
+        lambda rate, floor, scale: _recording(rate, floor, log)
+    )(rate=lr, floor=lr / 100, scale=0.5)
+    result = po.lr_range_test(
+        lambda w, b: jnp.sum((w - b) ** 2),
+        jnp.zeros(3),
+        jnp.ones(3),
+        factory,
+        min_lr=1e-4,
+        max_lr=1e-1,
+        num_steps=12,
+    )
+    jax.effects_barrier()
+    assert not result.diverged and len(log) == 12
+    rates, floors = np.array(log).T
+    np.testing.assert_allclose(rates, result.learning_rates, rtol=1e-6)
+    np.testing.assert_allclose(floors, result.learning_rates / 100, rtol=1e-6)
+    # The float64 hand loop of that sgd: w <- w - 2 lr (w - 1).
+    w, losses = np.zeros(3), []
+    for lr in result.learning_rates.astype(np.float64):
+        losses.append(np.sum((w - 1) ** 2))
+        w = w - lr * 2 * (w - 1)
+    np.testing.assert_allclose(result.losses, losses, rtol=1e-5)
+
+
+def test_injected_adaptive_nesterov_sweeps_its_eta_ceiling():
+    x = design(6, [4.0, 2.0, 1.0, 0.5])
+    batch = {"x": jnp.asarray(x, jnp.float32), "y": jnp.asarray(x @ np.ones(D), jnp.float32)}
+    kwargs = dict(min_lr=1e-4, max_lr=10.0, num_steps=40)
+
+    def plain(lr):
+        return po.adaptive_nesterov(max_learning_rate=lr, min_learning_rate=lr / 100)
+
+    def injected(lr):
+        return optax.inject_hyperparams(po.adaptive_nesterov)(
+            max_learning_rate=lr, min_learning_rate=lr / 100
+        )
+
+    a = po.lr_range_test(least_squares_loss, jnp.zeros(D), batch, plain, **kwargs)
+    b = po.lr_range_test(least_squares_loss, jnp.zeros(D), batch, injected, **kwargs)
+    frozen = po.lr_range_test(
+        least_squares_loss,
+        jnp.zeros(D),
+        batch,
+        lambda lr: po.adaptive_nesterov(max_learning_rate=1e-4, min_learning_rate=1e-6),
+        **kwargs,
+    )
+    assert a.num_recorded == b.num_recorded
+    np.testing.assert_allclose(b.losses, a.losses, rtol=1e-5)
+    assert not np.allclose(a.losses[: a.num_recorded], frozen.losses[: a.num_recorded])
+
+
+def test_the_carried_counts_and_moments_are_not_reset():
+    kwargs = dict(min_lr=1e-4, max_lr=1e-1, num_steps=16)
+    loss_fn = lambda w, b: jnp.sum((w - b) ** 2)
+    plain = po.lr_range_test(loss_fn, jnp.zeros(()), jnp.ones(()), optax.adam, **kwargs)
+    injected = po.lr_range_test(
+        loss_fn,
+        jnp.zeros(()),  # a scalar param: its moments have the probe's path and shape
+        jnp.ones(()),
+        lambda lr: optax.inject_hyperparams(optax.adam)(learning_rate=lr, b1=0.9),
+        **kwargs,
+    )
+    np.testing.assert_allclose(injected.losses, plain.losses, rtol=1e-5)
+
+
 # ---------------------------------------------------------------------------------------
 # Stopping, NaN, batches, params.
 
@@ -425,17 +504,20 @@ def test_a_second_call_with_an_equal_model_and_factory_compiles_nothing():
     assert not np.allclose(a.losses[:5], c.losses[:5])
 
 
-def test_the_sweep_calls_init_once():
-    inits = []
+def test_the_sweep_calls_init_once_on_the_params():
+    shapes = []
 
     def factory(lr):
         sgd = optax.sgd(lr)
-        return optax.GradientTransformation(lambda p: inits.append(1) or sgd.init(p), sgd.update)
+        return optax.GradientTransformation(
+            lambda p: shapes.append(p.shape) or sgd.init(p), sgd.update
+        )
 
     po.lr_range_test(
         lambda w, b: jnp.sum((w - b) ** 2), jnp.zeros(2), jnp.ones(2), factory, num_steps=8
     )
-    assert len(inits) == 1
+    # The one real init; the others (reading the hyperparameters) see a 1-element probe.
+    assert shapes.count((2,)) == 1 and set(shapes) <= {(2,), (1,)}
 
 
 def test_flax_model_loss_closing_over_batch_stats():

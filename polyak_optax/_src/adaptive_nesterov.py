@@ -15,8 +15,10 @@ import optax
 from polyak_optax._src.layerwise import (
     LayersFn,
     _check_layers,
+    _computed_once,
     _layer_ids,
     _log_norm_factor,
+    _per_layer,
     _sum_of_squares,
 )
 
@@ -251,6 +253,9 @@ def scale_by_adaptive_nesterov(
         # A skipped step keeps the velocity (alpha 1, eta 0) and emits zero.
         keep = jnp.where(finite, alpha, 1)
         carry = jnp.where(finite, alpha, 0)
+        # The step's scalars, computed once (see _computed_once): otherwise XLA copies
+        # the whole scalar chain (isfinite, clip, select) into every leaf's fusion.
+        finite, eta, keep, carry = _computed_once(finite, eta, keep, carry)
 
         if layerwise:
             ids = _layer_ids([path for path, _ in with_paths], layers)
@@ -258,9 +263,7 @@ def scale_by_adaptive_nesterov(
             for layer, sq in zip(ids, leaf_sq, strict=True):
                 layer_sq[layer] = sq if layer not in layer_sq else layer_sq[layer] + sq
             # eta f_l, from the raw gradient; 0 on a skipped step (f_l may be NaN there).
-            scaled = {
-                k: jnp.where(finite, eta * _log_norm_factor(s), 0) for k, s in layer_sq.items()
-            }
+            scaled = _per_layer(lambda s: jnp.where(finite, eta * _log_norm_factor(s), 0), layer_sq)
             etas = [scaled[layer] for layer in ids]
         else:
             etas = [eta] * len(grads)

@@ -104,6 +104,26 @@ def _sum_of_squares(x: jax.Array) -> jax.Array:
     return jnp.sum(jnp.square(x))
 
 
+def _computed_once(*scalars: jax.Array) -> tuple[jax.Array, ...]:
+    """The per-step ``scalars`` (bool or numeric), materialized once, not recomputed.
+
+    XLA copies a chain of cheap scalar ops into every fusion that reads it: one copy per
+    leaf of the parameter tree, which multiplies the instructions to compile (the skip
+    test and the eta clip of adaptive Nesterov were 90 ``is-finite`` ops on AlexNet).
+    ``lax.optimization_barrier`` does not stop it (CPU and GPU expand it before
+    fusion), but a reduction is never fused into its consumers: one variadic reduction
+    of each scalar with a zero (``False``) ends the chains in one fusion, and every leaf
+    reads its results. Exact: ``x + 0 == x`` (NaN stays NaN), ``b | False == b``.
+    """
+    operands = [jnp.stack([x, jnp.zeros_like(x)]) for x in scalars]
+    inits = [jnp.zeros([], x.dtype) for x in scalars]
+
+    def combine(a: Sequence[jax.Array], b: Sequence[jax.Array]) -> tuple[jax.Array, ...]:
+        return tuple(x | y if x.dtype == jnp.bool_ else x + y for x, y in zip(a, b, strict=True))
+
+    return tuple(jax.lax.reduce(operands, inits, combine, (0,)))
+
+
 def _log_norm_factor(sum_of_squares: jax.Array) -> jax.Array:
     """1 + log(1 + 1/||g||); 1 where ||g|| = 0 (the layer's update passes unchanged)."""
     norm = jnp.sqrt(sum_of_squares)
@@ -117,8 +137,9 @@ def _leaf_factors(
 ) -> tuple[jax.tree_util.PyTreeDef, list[jax.Array]]:
     """The treedef of ``updates`` and one scalar factor per leaf (its layer's factor).
 
-    One reduction per leaf; leaves of one layer add their sums of squares, so the
-    factor math runs once per layer. The Python loops run while tracing only.
+    One reduction per leaf; leaves of one layer add their sums of squares, and the
+    factor math runs once, on the vector of all layers' sums (:func:`_per_layer`). The
+    Python loops run while tracing only.
     """
     with_paths, treedef = jax.tree_util.tree_flatten_with_path(updates)
     paths = [path for path, _ in with_paths]
@@ -127,8 +148,29 @@ def _leaf_factors(
     for layer, (_, leaf) in zip(ids, with_paths, strict=True):
         sq = _sum_of_squares(leaf)
         sums[layer] = sq if layer not in sums else sums[layer] + sq
-    factors = {layer: _log_norm_factor(sq) for layer, sq in sums.items()}
+    factors = _per_layer(_log_norm_factor, sums)
     return treedef, [factors[layer] for layer in ids]
+
+
+def _per_layer(
+    fn: Callable[[jax.Array], jax.Array], scalars: dict[Hashable, jax.Array]
+) -> dict[Hashable, jax.Array]:
+    """``fn`` (elementwise) of every layer's scalar, as one vector op per dtype.
+
+    Scalar chains per layer made one small kernel per layer (a divide or log is never
+    copied into its consumers); a vector of all layers takes one, and its per-layer
+    results are materialized once (:func:`_computed_once`) for the leaves to read.
+    """
+    by_dtype: dict[jnp.dtype, list[Hashable]] = {}
+    for key, value in scalars.items():
+        by_dtype.setdefault(jnp.result_type(value), []).append(key)
+    keys: list[Hashable] = []
+    values: list[jax.Array] = []
+    for group in by_dtype.values():
+        vector = fn(jnp.stack([scalars[key] for key in group]))
+        keys.extend(group)
+        values.extend(vector[i] for i in range(len(group)))
+    return dict(zip(keys, _computed_once(*values), strict=True)) if values else {}
 
 
 def _scale_leaves(

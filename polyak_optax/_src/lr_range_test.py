@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
+import jax.extend.core
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -122,12 +123,19 @@ def lr_range_test(
         runs once, before the sweep, at ``min_lr``; each step builds the optimizer at
         its learning rate and updates the carried state. Extra args ``value``, ``grad``,
         ``value_fn`` reach transformations that take them. An
-        ``optax.inject_hyperparams`` optimizer reads its learning rate from its state:
-        every dict entry named ``learning_rate`` in the state is set to the step's
-        learning rate (``optax.tree.set``), so ``lambda lr:
-        optax.inject_hyperparams(optax.sgd)(learning_rate=lr)`` sweeps too (its other
-        injected hyperparameters keep their values at ``min_lr``). A second call with
-        equal functions (the same program) reuses the compiled sweep.
+        ``optax.inject_hyperparams`` optimizer reads its hyperparameters from its state:
+        at each step every injected hyperparameter that the factory derives from ``lr``,
+        under any name (``learning_rate=lr``, ``max_learning_rate=lr``,
+        ``min_learning_rate=lr / 100``, ...), is set in the carried state to its value
+        at the step's learning rate. The values are read off ``factory(lr).init`` on a
+        one-element-per-leaf stand-in for the params (nothing params-sized enters the
+        sweep); the entries copied are the scalar dict entries whose init value depends
+        on ``lr`` and whose tree path holds a scalar in the carried state. Counts,
+        moments and other state carry over. So ``lambda lr:
+        optax.inject_hyperparams(po.adaptive_nesterov)(max_learning_rate=lr)`` sweeps
+        the eta ceiling as ``lambda lr: po.adaptive_nesterov(max_learning_rate=lr)``
+        does. A second call with equal functions (the same program) reuses the compiled
+        sweep.
       min_lr: the first learning rate (positive).
       max_lr: the last learning rate (above ``min_lr``).
       num_steps: the number of steps (at least 2).
@@ -320,7 +328,7 @@ def _sweep(
         value = value[0] if has_aux else value
         loss = jnp.asarray(value, jnp.float32)
         opt = _optimizer(optimizer_factory, lr)
-        state = _with_learning_rate(carry.opt_state, lr)
+        state = _with_hyperparameters(optimizer_factory, carry.params, carry.opt_state, lr)
         updates, new_state = opt.update(
             grads,
             state,
@@ -374,23 +382,80 @@ def _optimizer(
     return optax.with_extra_args_support(factory(lr))
 
 
-def _with_learning_rate(state: optax.OptState, lr: jax.Array) -> optax.OptState:
-    """Sets every dict entry named ``learning_rate`` of the state (optax's public
-    ``tree.set``) to ``lr``: where ``optax.inject_hyperparams`` keeps it, since such an
-    optimizer reads its learning rate from the state, not from the factory's argument.
-    Fields of NamedTuple states (adaptive Nesterov's eta of the last step) are left alone.
+def _with_hyperparameters(
+    factory: Callable[[jax.Array], optax.GradientTransformation],
+    params: optax.Params,
+    state: optax.OptState,
+    lr: jax.Array,
+) -> optax.OptState:
+    """The carried state with every injected hyperparameter set to its value at ``lr``.
+
+    An ``optax.inject_hyperparams`` optimizer reads its hyperparameters from its state,
+    not from the factory's arguments. Those the factory derives from ``lr`` (under any
+    name: ``learning_rate``, ``max_learning_rate``, ``min_learning_rate=lr / 100``, ...)
+    are read off a stand-in init: ``factory(lr).init`` on a probe with the params'
+    structure and dtypes but one element per leaf (hyperparameters do not depend on the
+    params; nothing params-sized is built). A probe entry is copied into the state when
+    it is a scalar dict entry (where ``inject_hyperparams`` keeps hyperparameters) whose
+    init value depends on ``lr`` (data dependence in the traced init) and whose tree path
+    holds a scalar in the carried state. Counts, moments and NamedTuple fields (adaptive
+    Nesterov's eta of the last step) are left alone; a plain (non-injected) optimizer
+    gets its state back unchanged.
     """
+    probe = jax.tree.map(lambda x: jnp.zeros((1,) * np.ndim(x), jnp.result_type(x)), params)
 
-    def in_a_dict(path: jax.tree_util.KeyPath, value: Any) -> bool:
-        return (
-            bool(path)
+    closed, shapes = jax.make_jaxpr(lambda rate: factory(rate).init(probe), return_shape=True)(lr)
+    paths = [path for path, _ in jax.tree_util.tree_flatten_with_path(shapes)[0]]
+    depends = _depends_on_inputs(closed.jaxpr, [True])
+    values = jax.extend.core.jaxpr_as_fun(closed)(lr)
+    wanted = {}
+    for path, value, dependent in zip(paths, values, depends, strict=True):
+        if (
+            dependent
+            and path
             and isinstance(path[-1], jax.tree_util.DictKey)
-            and (isinstance(value, jax.Array) and value.shape == ())
-        )
-
-    if not optax.tree.get_all_with_path(state, "learning_rate", in_a_dict):
+            and jnp.shape(value) == ()
+        ):
+            wanted[path] = value
+    if not wanted:
         return state
-    return optax.tree.set(state, in_a_dict, learning_rate=lr)
+    flat_state, treedef = jax.tree_util.tree_flatten_with_path(state)
+    leaves = []
+    for path, leaf in flat_state:
+        if path in wanted and jnp.shape(leaf) == ():
+            leaf = jax.lax.convert_element_type(wanted[path], jnp.result_type(leaf))
+        leaves.append(leaf)
+    return jax.tree_util.tree_unflatten(treedef, leaves)
+
+
+def _depends_on_inputs(jaxpr: Any, inputs: list[bool]) -> list[bool]:
+    """For each output of ``jaxpr``, whether it is data-dependent on a flagged input.
+
+    Follows the equations forward; a call of a sub-jaxpr with the same arity (``jit``,
+    custom derivatives) is followed inside, any other equation with a dependent input
+    makes all its outputs dependent (an over-approximation).
+    """
+    dependent = {v for v, flag in zip(jaxpr.invars, inputs, strict=True) if flag}
+
+    def is_dependent(v: Any) -> bool:
+        return isinstance(v, jax.extend.core.Var) and v in dependent
+
+    for eqn in jaxpr.eqns:
+        flags = [is_dependent(v) for v in eqn.invars]
+        if not any(flags):
+            continue
+        outs = [True] * len(eqn.outvars)
+        for param in eqn.params.values():
+            inner = getattr(param, "jaxpr", param)
+            if (
+                isinstance(inner, jax.extend.core.Jaxpr)
+                and len(inner.invars) == len(eqn.invars)
+                and len(inner.outvars) == len(eqn.outvars)
+            ):
+                outs = _depends_on_inputs(inner, flags)
+                break
+        dependent.update(v for v, flag in zip(eqn.outvars, outs, strict=True) if flag)
+    return [is_dependent(v) for v in jaxpr.outvars]
 
 
 def _strong(tree: Any) -> Any:
