@@ -9,13 +9,15 @@ from losing their last row, so every model accepts any HxWxC input.
 Pooling is written with strided slices rather than ``lax.reduce_window``: XLA:CPU runs
 ``reduce_window`` and its gradient (``select_and_scatter``, or a padded ``reduce_window``
 for averages) as slow scalar loops, while an elementwise max (or sum) of the window's
-strided slices fuses into the neighbouring layers, forward and backward. Values and
-gradients are identical to ``reduce_window``'s, ties included: the max's derivative
-(:func:`max_pool`'s ``custom_jvp``) sends each window's gradient to the first of its
-largest elements in row-major window order, as ``select_and_scatter`` does. It picks that
-element while computing the max, from the same values, so the gradient never depends on
-XLA recomputing an activation with a different rounding (``jnp.max``'s own derivative,
-which splits it between elements equal to the result, does).
+strided slices fuses into the neighbouring layers. Values and gradients are identical
+to ``reduce_window``'s, ties included. Max pooling runs along the rows, then along the
+columns (:func:`_first_max_along`, one ``custom_vjp`` each): each pass picks, while it
+computes the max, the first of the largest elements, so the two passes together pick the
+first largest element of the window in row-major order, as ``select_and_scatter`` does,
+and the gradient goes there. The choice is made once, from the same values as the max,
+so it never depends on XLA recomputing an activation with a different rounding (the
+derivative of ``jnp.max``, which compares the inputs with the result, does). The backward
+pass builds the input gradient phase by phase from output-sized arrays.
 """
 
 from __future__ import annotations
@@ -80,29 +82,70 @@ def _strided_windows(x: jax.Array, window: int, stride: int) -> list[jax.Array]:
     ]
 
 
-@functools.partial(jax.custom_jvp, nondiff_argnums=(1, 2))
-def _first_max(x: jax.Array, window: int, stride: int) -> jax.Array:
-    """Max over each window of the (already padded) ``x``; see :func:`_first_max_jvp`."""
-    slices = _strided_windows(x, window, stride)
-    out = slices[0]
-    for s in slices[1:]:
-        out = jnp.maximum(out, s)
-    return out
+def _axis_windows(x: jax.Array, window: int, stride: int, axis: int) -> list[jax.Array]:
+    """The ``window`` strided slices of the padded ``x`` along ``axis``, one per offset."""
+    n_out = (x.shape[axis] - window) // stride + 1
+    return [
+        jax.lax.slice_in_dim(x, k, k + stride * (n_out - 1) + 1, stride, axis)
+        for k in range(window)
+    ]
 
 
-@_first_max.defjvp
-def _first_max_jvp(
-    window: int, stride: int, primals: tuple[jax.Array], tangents: tuple[jax.Array]
-) -> tuple[jax.Array, jax.Array]:
-    """The tangent of the first largest element of each window (row-major order)."""
-    slices = _strided_windows(primals[0], window, stride)
-    tangent_slices = _strided_windows(tangents[0], window, stride)
-    best, tangent = slices[0], tangent_slices[0]
-    for s, t in zip(slices[1:], tangent_slices[1:], strict=True):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
+def _first_max_along(x: jax.Array, window: int, stride: int, axis: int) -> jax.Array:
+    """Max over the windows of the (padded) ``x`` along one axis."""
+    return _first_max_along_fwd(x, window, stride, axis)[0]
+
+
+def _first_max_along_fwd(
+    x: jax.Array, window: int, stride: int, axis: int
+) -> tuple[jax.Array, tuple[jax.Array, int]]:
+    slices = _axis_windows(x, window, stride, axis)
+    best, which = slices[0], jnp.zeros(slices[0].shape, jnp.int8)
+    for k, s in enumerate(slices[1:], 1):
         later_is_larger = s > best  # strict: a tie keeps the earlier element
         best = jnp.where(later_is_larger, s, best)
-        tangent = jnp.where(later_is_larger, t, tangent)
-    return best, tangent
+        which = jnp.where(later_is_larger, jnp.int8(k), which)
+    return best, (which, x.shape[axis])
+
+
+def _first_max_along_bwd(
+    window: int, stride: int, axis: int, residuals: tuple[jax.Array, int], g: jax.Array
+) -> tuple[jax.Array]:
+    """Each window's gradient to its chosen element, built phase by phase.
+
+    Input index ``o * stride + p`` (phase ``p``) receives from window offsets ``k = p,
+    p + stride, ...`` the gradient of output ``o - (k - p) // stride``: shifts of
+    output-sized arrays, interleaved by a stack and a reshape, with no padded
+    input-sized array per offset (XLA:CPU wrote one per offset for the transposed
+    strided slices: 9 for a 3x3 window).
+    """
+    which, length = residuals
+    n_out = g.shape[axis]
+    per_phase = -(-length // stride)
+    phases = []
+    for p in range(stride):
+        total = None
+        for k in range(p, window, stride):
+            term = jnp.where(which == k, g, jnp.zeros((), g.dtype))
+            shift = (k - p) // stride
+            pads = [(0, 0)] * g.ndim
+            pads[axis] = (shift, per_phase - n_out - shift)
+            term = jax.lax.pad(term, jnp.zeros((), g.dtype), [(lo, hi, 0) for lo, hi in pads])
+            total = term if total is None else total + term
+        if total is None:
+            shape = list(g.shape)
+            shape[axis] = per_phase
+            total = jnp.zeros(shape, g.dtype)
+        phases.append(total)
+    stacked = jnp.stack(phases, axis=axis + 1)  # [..., per_phase, stride, ...]
+    shape = list(g.shape)
+    shape[axis] = per_phase * stride
+    dx = stacked.reshape(shape)
+    return (jax.lax.slice_in_dim(dx, 0, length, axis=axis),)
+
+
+_first_max_along.defvjp(_first_max_along_fwd, _first_max_along_bwd)
 
 
 def max_pool(x: jax.Array, window: int, stride: int) -> jax.Array:
@@ -121,7 +164,8 @@ def max_pool(x: jax.Array, window: int, stride: int) -> jax.Array:
     """
     (_, bottom), (_, right) = _padding(x, window, stride)
     x = jnp.pad(x, ((0, 0), (0, bottom), (0, right), (0, 0)), constant_values=-jnp.inf)
-    return _first_max(x, window, stride)
+    x = _first_max_along(x, window, stride, 2)  # along each row first, then the rows:
+    return _first_max_along(x, window, stride, 1)  # row-major first max, as reduce_window
 
 
 def avg_pool(x: jax.Array, window: int, stride: int) -> jax.Array:

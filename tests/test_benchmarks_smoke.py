@@ -157,3 +157,20 @@ def test_common_writes_strict_json_and_tables(tmp_path: Path) -> None:
     assert _common.best_and_lowest([])["max_accuracy_epoch"] is None
     with pytest.raises(ValueError, match="grid"):
         _common.resolve_grid("huge")
+
+
+def test_step_profile_finds_every_convolution_of_the_step(tmp_path):
+    """LeNet-5's step holds 5 convolutions: 2 forward, 2 kernel gradients and the input
+    gradient of the second (the images need none); each is timed and sized."""
+    from benchmarks import step_profile
+
+    assert step_profile.main(["--smoke", "--out-dir", str(tmp_path)]) == 0
+    md_path, json_path = _common.result_paths(tmp_path, "step_profile")
+    payload = json.loads(json_path.read_text())
+    (lenet,) = payload["models"]
+    convs = lenet["convolutions"]
+    assert len(convs) == 5, convs
+    kernels = sorted(tuple(c["out"]) for c in convs if len(c["out"]) == 4 and c["out"][0] == 5)
+    assert kernels == [(5, 5, 1, 20), (5, 5, 20, 50)]  # the two kernel gradients
+    assert all(c["ms"] > 0 and c["gflop"] > 0 for c in convs)
+    assert "## lenet5, batch 4" in md_path.read_text()
