@@ -156,9 +156,9 @@ def render(payload: dict[str, Any]) -> str:
     lines = [
         C.header_markdown(payload, "Training-step profile: the convolutions"),
         "Each `conv_general_dilated` of the jitted training step (Nesterov SGD), timed alone "
-        "with its exact shapes; the step timed whole. fwd/dx/dw are told apart by shapes: "
-        "a kernel-shaped output is a kernel gradient. Shares are estimates (a fused step "
-        "overlaps work).",
+        "with its exact shapes; the step timed whole. An output of the kernel's size laid "
+        "out (in, kh, kw, out) is a kernel gradient, one of the input's size an input "
+        "gradient. Shares are estimates (a fused step overlaps work).",
         "",
     ]
     for r in payload["models"]:

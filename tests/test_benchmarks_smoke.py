@@ -170,7 +170,8 @@ def test_step_profile_finds_every_convolution_of_the_step(tmp_path):
     (lenet,) = payload["models"]
     convs = lenet["convolutions"]
     assert len(convs) == 5, convs
-    kernels = sorted(tuple(c["out"]) for c in convs if len(c["out"]) == 4 and c["out"][0] == 5)
-    assert kernels == [(5, 5, 1, 20), (5, 5, 20, 50)]  # the two kernel gradients
+    # the two kernel gradients, in models.conv's (in, kh, kw, out) layout
+    kernels = sorted(tuple(c["out"]) for c in convs if c["out"][1:3] == [5, 5])
+    assert kernels == [(1, 5, 5, 20), (20, 5, 5, 50)], convs
     assert all(c["ms"] > 0 and c["gflop"] > 0 for c in convs)
     assert "## lenet5, batch 4" in md_path.read_text()
