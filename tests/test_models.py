@@ -221,7 +221,7 @@ def test_bad_arguments_raise_value_error_naming_them():
     ("shape", "window", "stride", "ties"),
     [
         (shape, window, stride, False)
-        for shape in [(2, 7, 5, 3), (2, 28, 28, 4), (1, 9, 11, 2), (2, 1, 1, 2)]
+        for shape in [(2, 7, 5, 3), (1, 9, 11, 2), (2, 1, 1, 2)]
         for window, stride in [(2, 2), (3, 2), (3, 1), (3, 3)]
     ]
     + [((2, 7, 5, 3), window, stride, True) for window, stride in [(2, 2), (3, 2), (3, 3)]],
