@@ -170,7 +170,8 @@ def test_batch_norm_train_uses_batch_eval_uses_running_statistics():
 
 def test_initializers_follow_caffe_fillers():
     model = models.create("cifar_quick", 10)
-    params = model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)), train=False)["params"]
+    init = jax.jit(functools.partial(model.init, train=False))
+    params = init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))["params"]
     assert np.std(params["conv1"]["kernel"]) == pytest.approx(1e-4, rel=0.1)
     assert np.std(params["conv2"]["kernel"]) == pytest.approx(0.01, rel=0.1)
     assert np.std(params["ip1"]["kernel"]) == pytest.approx(0.1, rel=0.1)
@@ -247,11 +248,11 @@ def test_pooling_values_and_gradients_equal_lax_reduce_window(shape, window, str
         ),
     ]
     for ours, ref in pairs:
-        got, want = ours(x), ref(x)
+        got, want = jax.jit(ours)(x), jax.jit(ref)(x)  # jitted: one compile, not one per op
         assert got.shape == want.shape
         np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
         ct = jax.random.normal(jax.random.key(1), got.shape)
-        grad = lambda f, ct=ct: jax.grad(lambda x: jnp.sum(f(x) * ct))(x)
+        grad = lambda f, ct=ct: jax.jit(jax.grad(lambda x: jnp.sum(f(x) * ct)))(x)
         np.testing.assert_allclose(grad(ours), grad(ref), rtol=1e-5, atol=1e-5)
         if ours is pairs[0][0]:  # the max: the same values, the gradient to the same elements
             np.testing.assert_array_equal(got, want)

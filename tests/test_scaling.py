@@ -236,7 +236,13 @@ def test_two_processes_give_the_four_device_numbers_through_a_kill_and_resume(
     processes[1].send_signal(signal.SIGKILL)
     (code, out, err), _ = _finish(processes)
     assert code not in (0, None), (out, err)
-    assert _one_line(err).startswith("python -m train: [process 0] error: "), err
+    if code == -signal.SIGABRT:
+        # jaxlib won the race (README, "Scaling out"): its coordination service pushed the
+        # dead process's error to process 0's client, or gloo read half a message, and the
+        # C++ side aborted before gloo's error reached Python. Seen in 1 of ~20 kills.
+        assert "Traceback" not in err and ("coordination" in err or "gloo" in err), err
+    else:
+        assert _one_line(err).startswith("python -m train: [process 0] error: "), err
     kept = sorted(int(p.name) for p in (multi / "checkpoints").iterdir() if p.name.isdigit())
     assert kept and kept[-1] < EPOCHS, kept
 

@@ -365,7 +365,9 @@ def _run_locked(
                             finite=params_finite,
                         )
                         if sinks is not None:
-                            sinks.add(history)  # only after the checkpoint is committed
+                            # Only after the checkpoint is committed; the last epoch's
+                            # curves are drawn while a second Ctrl-C is still handled.
+                            sinks.add(history, final=stop.requested or epoch == epochs)
                 bar.update(record)
                 if on_epoch is not None:
                     on_epoch(record, state)
