@@ -182,6 +182,8 @@ def _conv_nhwc_bwd(strides, pads, precision, residuals, dy):
         rhs_dilation=strides,
     )
     dw = jnp.transpose(dw[:, : kernel[0], : kernel[1], :], (1, 2, 0, 3))
+    if _scatter_pays(x.shape[1:3], out, pads):
+        return _input_grad_by_products(dy, w, x.shape, strides, pads, precision), dw.astype(w.dtype)
     # Input gradient: the output gradient, dilated by the stride, convolved with the
     # flipped kernel whose input and output channels swap (jax's own padding rule).
     # A negative padding (a forward padding wider than the kernel) is applied as a slice:
@@ -199,3 +201,50 @@ def _conv_nhwc_bwd(strides, pads, precision, residuals, dy):
 
 
 _conv_nhwc.defvjp(_conv_nhwc_fwd, _conv_nhwc_bwd)
+
+
+def _scatter_pays(size: Sequence[int], out: Sequence[int], pads: Padding) -> bool:
+    """Whether the input gradient is better computed by :func:`_input_grad_by_products`.
+
+    The convolution form of the input gradient computes one product per input pixel and
+    kernel tap, most of them on the zeros of its padding (and of its stride dilation)
+    when the output has far fewer pixels than the input: a VALID convolution over a small
+    map (LeNet-5's second: 12x12 in, 8x8 out) or a strided one. Measured on 2 CPU cores,
+    batch 128: LeNet-5's whole training step went from 47 to 34-38 ms, and its
+    device-resident epoch from 49.4 to 43.1 ms a step. cifar_quick's and AlexNet's SAME
+    convolutions (as many output pixels as input) keep the convolution, which is faster
+    there; hence the rule on the ratio of pixels, with non-negative padding.
+    """
+    ratio = (size[0] * size[1]) / (out[0] * out[1])
+    return ratio >= 2.0 and all(lo >= 0 and hi >= 0 for lo, hi in pads)
+
+
+def _input_grad_by_products(
+    dy: jax.Array,
+    w: jax.Array,
+    x_shape: Sequence[int],
+    strides: tuple[int, ...],
+    pads: Padding,
+    precision,
+) -> jax.Array:
+    """The input gradient as one matrix product per kernel tap, added in place (col2im).
+
+    Tap ``(i, j)`` sends ``dy @ w[i, j]^T`` to the input pixels at offset ``(i, j)`` with
+    the stride's step; the sums are in-place updates of one padded buffer, whose padding is
+    cut at the end. Written as a sum of padded arrays instead, XLA fused that sum into the
+    max pool's gradient, which reads it several times: the step got slower, not faster.
+    """
+    kh, kw = w.shape[:2]
+    out_h, out_w = dy.shape[1:3]
+    padded = (x_shape[1] + pads[0][0] + pads[0][1], x_shape[2] + pads[1][0] + pads[1][1])
+    flat = dy.reshape(-1, dy.shape[3])
+    total = jnp.zeros((dy.shape[0], *padded, w.shape[2]), dy.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            tap = lax.dot_general(flat, w[i, j], (((1,), (1,)), ((), ())), precision=precision)
+            rows = slice(i, i + (out_h - 1) * strides[0] + 1, strides[0])
+            cols = slice(j, j + (out_w - 1) * strides[1] + 1, strides[1])
+            total = total.at[:, rows, cols, :].add(tap.reshape(*dy.shape[:3], w.shape[2]))
+    top, left = pads[0][0], pads[1][0]
+    dx = total[:, top : top + x_shape[1], left : left + x_shape[2], :].astype(dy.dtype)
+    return dx

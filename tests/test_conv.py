@@ -114,3 +114,17 @@ def test_images_smaller_than_the_kernel_compile_to_no_naive_convolution():
     hlo = jax.jit(jax.grad(loss, argnums=(0, 1))).lower(x, w).compile().as_text()
     if jax.default_backend() == "cpu":
         assert "convolution(" not in hlo
+
+
+def test_input_gradient_of_a_valid_convolution_on_a_small_map_is_products():
+    """LeNet-5's conv2 (12x12 in, 8x8 out): its input gradient as a convolution would spend
+    most products on padding; it is computed as per-tap matrix products instead."""
+    x = jnp.ones((4, 12, 12, 20))
+    w = jnp.ones((5, 5, 20, 50))
+
+    def loss(x):
+        return jnp.sum(conv_general_dilated(x, w, (1, 1), "VALID", dimension_numbers=DN) ** 2)
+
+    hlo = jax.jit(jax.grad(loss)).lower(x).compile().as_text()
+    if jax.default_backend() == "cpu":
+        assert len(re.findall(r"convolution\(", hlo)) == 1, hlo[:3000]  # the forward only
