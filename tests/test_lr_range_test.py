@@ -19,6 +19,7 @@ import optax
 import pytest
 
 import polyak_optax as po
+from tests._compile_counter import BackendCompiles
 
 N, D = 32, 4  # samples, parameters of the least-squares problems
 
@@ -447,24 +448,6 @@ def test_one_compilation_for_new_ranges_and_batches():
         assert result.learning_rates[0] == pytest.approx(low)
 
 
-class _BackendCompiles:
-    """Counts XLA compilations (jax.monitoring's backend-compile events) in a block."""
-
-    EVENT = "/jax/core/compile/backend_compile_duration"
-
-    def __enter__(self):
-        self.count = 0
-        jax.monitoring.register_event_duration_secs_listener(self._listen)
-        return self
-
-    def _listen(self, event, duration, **kwargs):
-        del duration, kwargs
-        self.count += event == self.EVENT
-
-    def __exit__(self, *exc):
-        jax.monitoring.unregister_event_duration_listener(self._listen)
-
-
 def _model_and_loss(seed):
     """A small MLP 'model' rebuilt from its seed: equal weights, new function objects."""
     rng = np.random.default_rng(seed)
@@ -489,13 +472,13 @@ def test_a_second_call_with_an_equal_model_and_factory_compiles_nothing():
         )
         return po.lr_range_test(_model_and_loss(seed), params, batch, factory, **kwargs)
 
-    with _BackendCompiles() as first:
+    with BackendCompiles() as first:
         a = run(seed=21)
-    with _BackendCompiles() as second:
+    with BackendCompiles() as second:
         b = run(seed=21)  # new loss_fn and factory objects, equal programs
-    with _BackendCompiles() as other_model:
+    with BackendCompiles() as other_model:
         c = run(seed=22)  # other closed-over weights: another program
-    with _BackendCompiles() as other_optimizer:
+    with BackendCompiles() as other_optimizer:
         run(seed=21, momentum=0.5)
     assert first.count >= 1
     assert second.count == 0

@@ -27,6 +27,7 @@ import optax
 import pytest
 
 import polyak_optax as po
+from tests._compile_counter import BackendCompiles
 
 # name -> (factory of ours, injectable factory and hyperparameters, optax's reference)
 OPTIMIZERS = {
@@ -157,22 +158,6 @@ TARGETS = {
 FAIL_FOR_BOTH: dict[tuple[str, str], str] = {}
 
 
-class _Compiles:
-    """Counts XLA compilations in a block (jax.monitoring's backend-compile events)."""
-
-    def __enter__(self):
-        self.count = 0
-        jax.monitoring.register_event_duration_secs_listener(self._listen)
-        return self
-
-    def _listen(self, event, duration, **kwargs):
-        del duration, kwargs
-        self.count += event == "/jax/core/compile/backend_compile_duration"
-
-    def __exit__(self, *exc):
-        jax.monitoring.unregister_event_duration_listener(self._listen)
-
-
 @pytest.mark.parametrize("name", NAMES)
 def test_optimizers_accept_extra_args(name):
     opt = _ours(name)  # intentionally no optax.with_extra_args_support
@@ -192,7 +177,7 @@ def test_optimizers_accept_extra_args(name):
     params = initial_params
     state = opt.init(params)
     params, state = step(params, state)
-    with _Compiles() as compiles:
+    with BackendCompiles() as compiles:
         step(params, state)
     assert compiles.count == 0, "Optimizer recompiles on second call to update."
 
