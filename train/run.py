@@ -314,8 +314,10 @@ def _run_locked(
         "(send it again to stop at once)"
     )
     epoch = start_epoch
-    try:
-        with stop:
+    # The handlers stay installed through the clean-up (saves, curves): a second signal
+    # then cannot land in Python's default handler, a KeyboardInterrupt mid-exit.
+    with stop:
+        try:
             for epoch in range(start_epoch + 1, epochs + 1):
                 bar.start_epoch(epoch)
                 t0 = time.perf_counter()
@@ -377,23 +379,23 @@ def _run_locked(
                     stop.requested, stop.signum = True, int(next(v for v in votes if v))
                 if stop.requested and epoch < epochs:
                     break
-    except interrupt.Abort as abort:
-        bar.close()
-        kept = ckpt.latest_epoch() if ckpt is not None else None
-        raise Aborted(
-            f"{abort}: stopped at once; "
-            + (
-                f"the checkpoint of epoch {kept} is kept: continue with "
-                f"{resume_command(workdir, epochs)}"
-                if kept
-                else "no epoch was completed"
-            ),
-            history,
-            abort.signum,
-        ) from None
-    finally:
-        bar.close()
-        _close(ckpt, sinks)
+        except interrupt.Abort as abort:
+            bar.close()
+            kept = ckpt.latest_epoch() if ckpt is not None else None
+            raise Aborted(
+                f"{abort}: stopped at once; "
+                + (
+                    f"the checkpoint of epoch {kept} is kept: continue with "
+                    f"{resume_command(workdir, epochs)}"
+                    if kept
+                    else "no epoch was completed"
+                ),
+                history,
+                abort.signum,
+            ) from None
+        finally:
+            bar.close()
+            _close(ckpt, sinks)
     if stop.requested and epoch < epochs:
         where = f": continue with {resume_command(workdir, epochs)}" if workdir else ""
         raise Interrupted(
