@@ -24,7 +24,7 @@ train: $(VENV)/.installed data
 	$(PY) -m train
 
 test: $(VENV)/.installed data
-	$(PY) -m pytest -n 3 -q
+	$(PY) -m pytest -n 2 --dist worksteal -q
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .

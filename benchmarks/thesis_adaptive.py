@@ -95,7 +95,7 @@ GRIDS: dict[str, dict[str, Any]] = {
         "train_subset": 32,
         "test_subset": 16,
         "seeds": (0,),
-        "methods": ("scheduled", "adaptive", "clr", "adaptive_layerwise"),
+        "methods": ("scheduled", "adaptive", "clr"),
         "lr_scale": 1.0,
         "weight_decay": T.WEIGHT_DECAY,
     },
