@@ -288,8 +288,10 @@ def summarize(rows: Sequence[dict[str, Any]]) -> dict[tuple[str, str, str], dict
     out: dict[tuple[str, str, str], dict[str, Any]] = {}
     for row in rows:
         key = (row["problem"], row["optimizer"], row["schedule"])
-        out.setdefault(key, {"accs": [], "times": []})
+        out.setdefault(key, {"accs": [], "times": [], "no_finite_epoch": 0})
         out[key]["accs"].append(row["test_accuracy"])
+        # a run whose very first epoch was not finite counts as 0.0 (the format)
+        out[key]["no_finite_epoch"] += row.get("curve", None) == []
         if row["time_to_target_s"] is not None:
             out[key]["times"].append(row["time_to_target_s"])
     for s in out.values():
@@ -412,9 +414,13 @@ def markdown(head: dict[str, Any], rows: Sequence[dict[str, Any]]) -> str:
                 if st is None:
                     line += ["", ""]
                     continue
-                acc = f"{100 * st['mean']:.2f} ± {100 * st['std']:.2f}"
-                line.append(f"**{acc}**" if st["mean"] == best[s] else acc)
                 n = len(st["accs"])
+                acc = f"{100 * st['mean']:.2f} ± {100 * st['std']:.2f}"
+                if st["no_finite_epoch"] == n:
+                    acc = "diverged (no finite epoch)"
+                elif st["no_finite_epoch"]:
+                    acc += f" ({st['no_finite_epoch']}/{n} diverged, counted as 0)"
+                line.append(f"**{acc}**" if st["mean"] == best[s] else acc)
                 t = st["time_to_target_s"]
                 line.append("never" if t is None else f"{t:.1f} s ({st['reached']}/{n})")
             table.append(line)
