@@ -182,28 +182,40 @@ def _conv_nhwc_bwd(strides, pads, precision, residuals, dy):
         rhs_dilation=strides,
     )
     dw = jnp.transpose(dw[:, : kernel[0], : kernel[1], :], (1, 2, 0, 3))
-    if _scatter_pays(x.shape[1:3], out, pads):
-        return _input_grad_by_products(dy, w, x.shape, strides, pads, precision), dw.astype(w.dtype)
-    # Input gradient: the output gradient, dilated by the stride, convolved with the
-    # flipped kernel whose input and output channels swap (jax's own padding rule).
-    # A negative padding (a forward padding wider than the kernel) is applied as a slice:
-    # XLA:CPU's unoptimized convolution reads garbage for negative paddings.
+    by = _input_grad_by_products if _products_pay(x.shape[1:3], out, pads) else _input_grad_by_conv
+    dx = by(dy, w, x.shape, strides, pads, precision)
+    return dx.astype(x.dtype), dw.astype(w.dtype)
+
+
+def _input_grad_by_conv(
+    dy: jax.Array,
+    w: jax.Array,
+    x_shape: Sequence[int],
+    strides: tuple[int, ...],
+    pads: Padding,
+    precision,
+) -> jax.Array:
+    """The input gradient as a convolution: the output gradient, dilated by the stride,
+    convolved with the flipped kernel whose input and output channels swap (jax's own
+    padding rule). A negative padding (a forward padding wider than the kernel) is applied
+    as a slice: XLA:CPU's unoptimized convolution reads garbage for negative paddings."""
     pads_dx, crops = [], []
-    for size, k, s, n, (lo, _) in zip(x.shape[1:3], kernel, strides, out, pads, strict=True):
+    for size, k, s, n, (lo, _) in zip(
+        x_shape[1:3], w.shape[:2], strides, dy.shape[1:3], pads, strict=True
+    ):
         before = k - lo - 1
         after = size + k - 1 - ((n - 1) * s + 1) - before
         pads_dx.append((max(before, 0), max(after, 0)))
         crops.append(slice(max(-before, 0), max(-before, 0) + size))
     w_flipped = jnp.transpose(jnp.flip(w, (0, 1)), (0, 1, 3, 2))
     dx = _conv(dy, w_flipped, (1, 1), tuple(pads_dx), precision, lhs_dilation=strides)
-    dx = dx[:, crops[0], crops[1], :]
-    return dx.astype(x.dtype), dw.astype(w.dtype)
+    return dx[:, crops[0], crops[1], :]
 
 
 _conv_nhwc.defvjp(_conv_nhwc_fwd, _conv_nhwc_bwd)
 
 
-def _scatter_pays(size: Sequence[int], out: Sequence[int], pads: Padding) -> bool:
+def _products_pay(size: Sequence[int], out: Sequence[int], pads: Padding) -> bool:
     """Whether the input gradient is better computed by :func:`_input_grad_by_products`.
 
     The convolution form of the input gradient computes one product per input pixel and
@@ -246,5 +258,4 @@ def _input_grad_by_products(
             cols = slice(j, j + (out_w - 1) * strides[1] + 1, strides[1])
             total = total.at[:, rows, cols, :].add(tap.reshape(*dy.shape[:3], w.shape[2]))
     top, left = pads[0][0], pads[1][0]
-    dx = total[:, top : top + x_shape[1], left : left + x_shape[2], :].astype(dy.dtype)
-    return dx
+    return total[:, top : top + x_shape[1], left : left + x_shape[2], :]
