@@ -19,6 +19,11 @@ from polyak_optax._src.lr_range_test import (
     lr_range_test,
     plot_lr_range_test,
 )
+from polyak_optax._src.schedule_free_polyak import (
+    PolyakStepState,
+    scale_by_polyak_step,
+    schedule_free_polyak,
+)
 from polyak_optax._src.schedules import (
     cyclic_momentum_schedule,
     cyclic_schedule,
@@ -36,6 +41,7 @@ __version__ = "0.1.0"
 __all__ = (
     "AdaptiveNesterovState",
     "LRRangeTestResult",
+    "PolyakStepState",
     "TuningFreeNesterovState",
     "adaptive_nesterov",
     "cyclic_momentum_schedule",
@@ -49,6 +55,8 @@ __all__ = (
     "plot_lr_range_test",
     "scale_by_adaptive_nesterov",
     "scale_by_layerwise_log_norm",
+    "scale_by_polyak_step",
     "scale_by_tuning_free_nesterov",
+    "schedule_free_polyak",
     "tuning_free_nesterov",
 )

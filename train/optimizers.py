@@ -183,6 +183,13 @@ def _tuning_free_nesterov_factory(
     return po.tuning_free_nesterov(momentum=momentum, max_learning_rate=learning_rate)
 
 
+def _schedule_free_polyak_factory(
+    learning_rate: optax.ScalarOrSchedule, momentum: float
+) -> optax.GradientTransformationExtraArgs:
+    """Schedule-free Polyak; the rate is the step's ceiling, ``momentum`` schedule-free's b1."""
+    return po.schedule_free_polyak(b1=momentum, max_learning_rate=learning_rate)
+
+
 def _sgd(nesterov: bool, about: str) -> OptimizerSpec:
     """optax's SGD with (heavy-ball or Nesterov) momentum, cycled under ``onecycle``."""
     return OptimizerSpec(
@@ -241,8 +248,16 @@ OPTIMIZERS: dict[str, OptimizerSpec] = {
         _tuning_free_nesterov_factory,
         1.0,
         DEFAULT_MOMENTUM,
-        about="po.tuning_free_nesterov: momentum-corrected Polyak step, gamma 2, online f*; "
+        about="po.tuning_free_nesterov: momentum-corrected Polyak step, gamma 2; "
         "lr = ceiling of the effective step eta / (1 - momentum)",
+    ),
+    "schedule_free_polyak": OptimizerSpec(
+        _schedule_free_polyak_factory,
+        1.0,
+        DEFAULT_MOMENTUM,
+        eval_params=_schedule_free_eval_params,
+        about="po.schedule_free_polyak: schedule-free SGD with a capped Polyak step (gamma "
+        "2), evaluated at the averaged parameters; lr = the step's ceiling, momentum = b1",
     ),
     "adagrad": OptimizerSpec(injected(optax.adagrad), 0.01, about="AdaGrad"),
     "adam": OptimizerSpec(

@@ -10,8 +10,12 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
+
+from polyak_optax._src.schedule_free_polyak import (
+    capped_polyak_step,
+    check_polyak_hyperparameters,
+)
 
 __all__ = (
     "TuningFreeNesterovState",
@@ -128,12 +132,7 @@ def scale_by_tuning_free_nesterov(
     """
     if callable(momentum) or not 0.0 <= float(momentum) < 1.0:
         raise ValueError(f"momentum must be a number in [0, 1), got {momentum!r}")
-    if not callable(max_learning_rate) and not float(max_learning_rate) > 0:
-        raise ValueError(f"max_learning_rate must be positive, got {max_learning_rate!r}")
-    if not float(confidence) > 0 or not np.isfinite(confidence):
-        raise ValueError(f"confidence must be positive and finite, got {confidence!r}")
-    if not np.isfinite(f_min):
-        raise ValueError(f"f_min must be finite, got {f_min!r}")
+    check_polyak_hyperparameters(max_learning_rate, confidence, f_min)
 
     def init_fn(params: optax.Params) -> TuningFreeNesterovState:
         dtype = jnp.promote_types(optax.tree.dtype(params, "lowest"), jnp.float32)
@@ -166,10 +165,8 @@ def scale_by_tuning_free_nesterov(
         f_hat = state.f_min
         if adapt_f_min:  # an estimate above the loss is no lower bound: halve it towards f0
             f_hat = jnp.where(loss < f_hat, f_min + (loss - f_min) / 2, f_hat)
-        gap = jnp.maximum(loss - f_hat, 0)
         # A zero gradient: tau is the ceiling, and the step is zero anyway.
-        tau = jnp.minimum(ceiling, confidence * gap / jnp.where(sq > 0, sq, 1))
-        tau = jnp.where(sq > 0, tau, ceiling)
+        tau = capped_polyak_step(loss, sq, ceiling, confidence, f_hat)
         eta = (1 - momentum) * tau
         if adapt_f_min:  # a clipped step: raise f_hat to where the ceiling is the Polyak step
             f_hat = jnp.maximum(f_hat, loss - ceiling * sq / confidence)

@@ -1,0 +1,129 @@
+"""Tests of po.schedule_free_polyak and po.scale_by_polyak_step against float64 NumPy.
+
+The reference runs the three sequences of schedule-free SGD (z, x and the interpolation
+y where the gradient is taken) with the capped Polyak step, independently of optax.
+"""
+
+from __future__ import annotations
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import polyak_optax as po
+from tests import _algorithm5_reference as ref
+from tests.test_adaptive_nesterov import PROBLEMS, VALUE_AND_GRAD, _assert_close, _batch, _params
+
+
+def reference(problem: ref.Problem, steps: int, *, b1, max_learning_rate, confidence, f_min):
+    """Float64 reference: y_t (the params), x_t (evaluation), the steps tau, clip flags."""
+    z = {k: np.asarray(v, np.float64) for k, v in problem.params.items()}
+    x, y = dict(z), dict(z)
+    ys, xs, taus, clipped = [dict(y)], [dict(x)], [], []
+    weight_sum, max_lr = 0.0, 0.0
+    for t in range(steps):
+        loss, grad = problem.oracle(y, t)
+        sq = sum(float(np.sum(g**2)) for g in grad.values())
+        ceiling = max_learning_rate(t) if callable(max_learning_rate) else max_learning_rate
+        polyak = confidence * max(loss - f_min, 0.0) / sq
+        tau = min(ceiling, polyak)
+        z = {k: z[k] - tau * grad[k] for k in z}
+        max_lr = max(max_lr, ceiling)
+        weight_sum += max_lr**2
+        c = max_lr**2 / weight_sum
+        x = {k: (1 - c) * x[k] + c * z[k] for k in x}
+        y = {k: b1 * x[k] + (1 - b1) * z[k] for k in x}
+        ys.append(dict(y))
+        xs.append(dict(x))
+        taus.append(tau)
+        clipped.append(polyak > ceiling)
+    return ys, xs, np.asarray(taus), np.asarray(clipped)
+
+
+@pytest.mark.parametrize("name", sorted(PROBLEMS))
+def test_matches_float64_reference(name: str):
+    rng = np.random.default_rng(len(name))
+    clipped = []
+    with jax.enable_x64(True):
+        for trial in range(6):
+            steps = 15
+            problem = PROBLEMS[name][0](seed=int(rng.integers(1 << 30)), num_steps=steps)
+            hyper = {
+                "b1": float(rng.uniform(0.05, 0.95)),
+                "confidence": float(rng.choice([1.0, 2.0])),
+                "f_min": float(-rng.uniform(0.0, 0.05)),
+                "max_learning_rate": float(10 ** rng.uniform(-1.5, 2.0)),
+            }
+            if trial % 2:  # a schedule of the count (a warm-up: the averaging weights grow)
+                peak = hyper["max_learning_rate"]
+                hyper["max_learning_rate"] = lambda count, peak=peak: (
+                    peak * (1 - 0.8 ** (count + 1))
+                )
+            ys, xs, taus, clip = reference(problem, steps, **hyper)
+            opt = po.schedule_free_polyak(**hyper)
+            params = _params(problem, jnp.float64)
+            state = opt.init(params)
+            update = jax.jit(opt.update)
+            for t in range(steps):
+                _assert_close(params, ys[t], 1e-8)
+                _assert_close(optax.contrib.schedule_free_eval_params(state, params), xs[t], 1e-8)
+                loss, grads = VALUE_AND_GRAD[name](params, _batch(problem, t))
+                updates, state = update(grads, state, params, value=loss)
+                params = optax.apply_updates(params, updates)
+                _assert_close(optax.tree.get(state, "learning_rate"), taus[t], 1e-8)
+            _assert_close(params, ys[steps], 1e-8)
+            clipped.extend(clip)
+    assert any(clipped) and not all(clipped)  # both the Polyak step and the ceiling ran
+
+
+def test_polyak_step_is_capped_and_skips_non_finite_steps():
+    opt = po.scale_by_polyak_step(max_learning_rate=0.1, confidence=2.0)
+    params = {"a": jnp.ones(3), "b": jnp.ones(2)}
+    state = opt.init(params)
+    grads = jax.tree.map(jnp.ones_like, params)
+    updates, state = opt.update(grads, state, params, value=2.0)  # 2 * 2 / 5 > 0.1
+    chex.assert_trees_all_close(updates, jax.tree.map(lambda g: 0.1 * g, grads))
+    bad = {"a": jnp.array([1.0, jnp.nan, 1.0]), "b": jnp.ones(2)}
+    updates, new_state = opt.update(bad, state, params, value=2.0)
+    chex.assert_trees_all_equal(updates, jax.tree.map(jnp.zeros_like, params))
+    chex.assert_trees_all_equal(new_state, state)
+
+
+def test_jit_bf16_zero_gradient_and_averaged_parameters():
+    opt = po.schedule_free_polyak()
+    params = {"w": jnp.ones(4, jnp.bfloat16)}
+    state = opt.init(params)
+    updates, state = jax.jit(opt.update)(
+        {"w": jnp.zeros(4, jnp.bfloat16)}, state, params, value=1.0
+    )
+    assert updates["w"].dtype == jnp.bfloat16
+    chex.assert_tree_all_finite((updates, state))
+    assert float(optax.tree.get(state, "learning_rate")) == pytest.approx(1.0)  # the ceiling
+    x = optax.contrib.schedule_free_eval_params(state, params)
+    chex.assert_trees_all_close(x, params)  # a zero step leaves every sequence in place
+
+
+@pytest.mark.parametrize(
+    "kwargs, argument",
+    [
+        ({"b1": 0.0}, "b1"),
+        ({"b1": 1.0}, "b1"),
+        ({"confidence": -1.0}, "confidence"),
+        ({"max_learning_rate": 0.0}, "max_learning_rate"),
+        ({"f_min": float("inf")}, "f_min"),
+        ({"weight_lr_power": -1.0}, "weight_lr_power"),
+    ],
+)
+def test_bad_hyperparameters_name_the_argument(kwargs, argument):
+    with pytest.raises(ValueError, match=argument):
+        po.schedule_free_polyak(**kwargs)
+
+
+def test_missing_value_is_an_error():
+    opt = po.schedule_free_polyak()
+    state = opt.init(jnp.zeros(2))
+    with pytest.raises(ValueError, match="value"):
+        opt.update(jnp.ones(2), state, jnp.zeros(2))
