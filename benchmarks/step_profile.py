@@ -15,24 +15,36 @@ of the step, and the step's total in convolutions, so a missed speed target can 
 traced to the layers that cost it (issue 14: "profile it; do not guess"). Timing one
 convolution alone leaves out what a fused step overlaps, so the shares are estimates; the
 convolution sum is not expected to equal the step exactly.
+
+What the convolutions leave of LeNet-5's and cifar_quick's step is split by ablation: the
+step is timed in alternation with the same model without its convolutions' biases, and
+with its pooling layers replaced by strided subsampling of the same output shape.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
+from unittest import mock
 
 import jax
+import jax.numpy as jnp
 from jax import lax
 
 import models
+import models.alexnet
+import models.caffe
 from benchmarks import _common as C
+from models import layers
 from train import loop, xla_flags
 from train.optimizers import build_optimizer
 
 BENCHMARK = "step_profile"
+ABLATED_MODELS = ("lenet5", "cifar_quick")  # AlexNet's step is 1.3 s: the conv table suffices
 SHAPES = {"lenet5": (28, 28, 1), "cifar_quick": (32, 32, 3), "alexnet": (32, 32, 3)}
 GRIDS: dict[str, dict[str, Any]] = {
     "full": {"models": ("lenet5", "cifar_quick", "alexnet"), "batch_size": 128, "repeats": 20},
@@ -88,14 +100,64 @@ def _median_ms(fn: Any, args: Sequence[Any], repeats: int) -> float:
     return 1e3 * C.median([C.timed(fn, *args)[0] for _ in range(repeats)])
 
 
-def profile_model(name: str, batch: int, repeats: int) -> dict[str, Any]:
-    """The step's time and each of its convolutions' time, FLOP rate and share."""
+def _subsample(x: jax.Array, window: int, stride: int) -> jax.Array:
+    """A pooling layer's output shape taken by strided subsampling (no window work)."""
+    out = [-(-max(n - window, 0) // stride) + 1 for n in x.shape[1:3]]
+    pads = (
+        [(0, 0)]
+        + [(0, max(stride * o - n, 0)) for o, n in zip(out, x.shape[1:3], strict=True)]
+        + [(0, 0)]
+    )
+    return jnp.pad(x, pads)[:, : stride * out[0] : stride, : stride * out[1] : stride]
+
+
+#: Variants of the models timed beside the real step: each removes one kind of work.
+ABLATIONS: dict[str, dict[str, Any]] = {
+    "without conv biases": {"Conv": functools.partial(layers.Conv, use_bias=False)},
+    "pools as subsampling": {"max_pool": _subsample, "avg_pool": _subsample},
+}
+MODEL_MODULES = (models.caffe, models.alexnet)
+
+
+@contextlib.contextmanager
+def ablated(ablation: str | None) -> Iterator[None]:
+    """Within it, the models are built with ``ablation`` (a key of :data:`ABLATIONS`)."""
+    with contextlib.ExitStack() as stack:
+        for attr, value in ABLATIONS.get(ablation, {}).items():
+            for module in MODEL_MODULES:
+                if hasattr(module, attr):
+                    stack.enter_context(mock.patch.object(module, attr, value))
+        yield
+
+
+def _step_and_args(name: str, batch: int, ablation: str | None = None) -> tuple[Any, tuple]:
+    """The jitted training step of ``name`` and its arguments (``ablation`` applied)."""
     shape = SHAPES[name]
-    tx = build_optimizer("nesterov", 0.01, 0.9)
-    state = loop.create_train_state(models.create(name, 10), tx, jax.random.key(0), shape)
-    x = jax.random.normal(jax.random.key(1), (batch, *shape))
-    y = jax.random.randint(jax.random.key(2), (batch,), 0, 10)
-    step = jax.jit(loop.train_step)
+    with ablated(ablation):
+        tx = build_optimizer("nesterov", 0.01, 0.9)
+        state = loop.create_train_state(models.create(name, 10), tx, jax.random.key(0), shape)
+        x = jax.random.normal(jax.random.key(1), (batch, *shape))
+        y = jax.random.randint(jax.random.key(2), (batch,), 0, 10)
+        step = jax.jit(loop.train_step)
+        C.block(step(state, x, y))  # traced and compiled under the patch
+    return step, (state, x, y)
+
+
+def ablate(name: str, batch: int, repeats: int) -> dict[str, float]:
+    """Step milliseconds of the model and of each ablation, timed in alternation."""
+    variants = {None: _step_and_args(name, batch)}
+    variants.update({a: _step_and_args(name, batch, a) for a in ABLATIONS})
+    times: dict[Any, list[float]] = {a: [] for a in variants}
+    for _ in range(repeats):
+        for a, (step, args) in variants.items():
+            times[a].append(C.timed(step, *args)[0])
+    return {a or "as is": 1e3 * C.median(t) for a, t in times.items()}
+
+
+def profile_model(name: str, batch: int, repeats: int) -> dict[str, Any]:
+    """The step's time, each of its convolutions' time, FLOP rate and share, and what
+    the step costs without its conv biases or its pooling windows (:data:`ABLATIONS`)."""
+    step, (state, x, y) = _step_and_args(name, batch)
     step_ms = _median_ms(step, (state, x, y), repeats)
     rows = []
     convolutions = step_convolutions(jax.make_jaxpr(loop.train_step)(state, x, y).jaxpr)
@@ -125,6 +187,7 @@ def profile_model(name: str, batch: int, repeats: int) -> dict[str, Any]:
         "step_ms": step_ms,
         "conv_ms": sum(r["ms"] for r in rows),
         "convolutions": rows,
+        "ablations_ms": ablate(name, batch, repeats) if name in ABLATED_MODELS else {},
     }
 
 
@@ -188,6 +251,22 @@ def render(payload: dict[str, Any]) -> str:
             )
         )
         lines.append("")
+        if r.get("ablations_ms"):
+            base = r["ablations_ms"]["as is"]
+            lines += [
+                "The whole step beside variants of the model without one kind of work, "
+                "timed in alternation (the difference estimates that work's cost):",
+                "",
+                C.markdown_table(
+                    ["variant", "step ms", "saved ms", "saved"],
+                    [
+                        [v, f"{ms:.1f}", f"{base - ms:.1f}", f"{100 * (base - ms) / base:.0f}%"]
+                        for v, ms in r["ablations_ms"].items()
+                    ],
+                    align="lrrr",
+                ),
+                "",
+            ]
     return "\n".join(lines)
 
 

@@ -176,3 +176,33 @@ def test_step_profile_finds_every_convolution_of_the_step(tmp_path):
     assert kernels == [(1, 5, 5, 20), (20, 5, 5, 50)], convs
     assert all(c["ms"] > 0 and c["gflop"] > 0 for c in convs)
     assert "## lenet5, batch 4" in md_path.read_text()
+    # The ablations ran: every variant timed, and each one's model really changed.
+    assert set(lenet["ablations_ms"]) == {"as is", *step_profile.ABLATIONS}
+    assert all(ms > 0 for ms in lenet["ablations_ms"].values())
+    assert "pools as subsampling" in md_path.read_text()
+
+
+def test_step_profile_ablations_change_the_model_but_not_its_shapes():
+    import jax.numpy as jnp
+
+    import models
+    from benchmarks import step_profile
+    from models.layers import avg_pool, max_pool
+
+    x = jnp.ones((2, 7, 7, 3))
+    for pool, window, stride in [(max_pool, 2, 2), (avg_pool, 3, 2), (max_pool, 3, 2)]:
+        assert step_profile._subsample(x, window, stride).shape == pool(x, window, stride).shape
+    images = jnp.ones((2, 28, 28, 1))
+    model = lambda: models.create("lenet5", 10)
+    init = lambda: jax.eval_shape(model().init, jax.random.key(0), images)["params"]  # no FLOPs
+    with step_profile.ablated("without conv biases"):
+        params = init()
+    assert "bias" not in params["conv1"] and "bias" in params["ip1"]
+    assert "bias" in init()["conv1"]  # the patch ends with the block
+
+    def forward() -> str:
+        return str(jax.make_jaxpr(model().apply)({"params": init()}, images))
+
+    calls = forward().count("custom_vjp_call")  # models.conv's and max_pool's
+    with step_profile.ablated("pools as subsampling"):
+        assert forward().count("custom_vjp_call") == calls - 4  # 2 pools, 2 axes each

@@ -128,3 +128,23 @@ def test_input_gradient_of_a_valid_convolution_on_a_small_map_is_products():
     hlo = jax.jit(jax.grad(loss)).lower(x).compile().as_text()
     if jax.default_backend() == "cpu":
         assert len(re.findall(r"convolution\(", hlo)) == 1, hlo[:3000]  # the forward only
+
+
+@pytest.mark.parametrize("first", [1.0, float("nan")])
+def test_kernel_gradient_of_a_large_input_reads_it_from_memory_with_the_same_values(first):
+    """From 2**19 elements the input passes a runtime conditional (models.conv._materialized)
+    before the kernel gradient's transpose; both branches give the input's values."""
+    x = jax.random.normal(jax.random.key(0), (8, 64, 64, 16)).at[0, 0, 0, 0].set(first)
+    w = jax.random.normal(jax.random.key(1), (3, 3, 16, 2))
+    fwd = lambda x, w: conv_general_dilated(x, w, (2, 2), "SAME", dimension_numbers=DN)
+    ref = lambda x, w: lax.conv_general_dilated(x, w, (2, 2), "SAME", dimension_numbers=DN)
+    cotangent = jax.random.normal(jax.random.key(2), fwd(x, w).shape)
+    dw = jax.jit(lambda x, w: jax.vjp(fwd, x, w)[1](cotangent)[1])
+    if jax.default_backend() == "cpu":
+        assert "cond" in str(jax.make_jaxpr(dw)(x, w))
+    got, want = dw(x, w), jax.vjp(ref, x, w)[1](cotangent)[1]
+    finite = np.isfinite(want)
+    np.testing.assert_array_equal(np.isfinite(got), finite)
+    np.testing.assert_allclose(
+        np.asarray(got)[finite], np.asarray(want)[finite], rtol=2e-3, atol=2e-3
+    )
