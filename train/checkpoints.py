@@ -168,6 +168,9 @@ class Checkpointer:
                     custom_metadata={"finite": bool(finite)},
                 )
         except Exception as error:  # orbax and tensorstore raise many types
+            # orbax's writer threads may report the same failure later, after the CLI's
+            # one-line error: drop every absl record about this save's folders.
+            logging.getLogger("absl").addFilter(_DropReportsAbout(f"{path}{TEMPORARY_MARK}"))
             self._abandon(epoch)
             raise CheckpointError(self._save_failure(epoch, arrays, meta, error)) from None
         self._finite[epoch] = bool(finite)
@@ -456,6 +459,25 @@ def _is_primary() -> bool:
 class _Drop(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         return False
+
+
+class _DropReportsAbout(logging.Filter):
+    """Drops the log records whose message names ``text`` (a failed save's folder).
+
+    Example:
+      >>> drop = _DropReportsAbout("/ckpt/3.orbax-checkpoint-tmp")
+      >>> record = lambda msg: logging.LogRecord("absl", 40, "", 0, msg, None, None)
+      >>> drop.filter(record("Error writing /ckpt/3.orbax-checkpoint-tmp/state")), drop.filter(
+      ...     record("another message"))
+      (False, True)
+    """
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.text not in record.getMessage()
 
 
 @contextlib.contextmanager
