@@ -227,7 +227,10 @@ def test_two_processes_give_the_four_device_numbers_through_a_kill_and_resume(
     monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", str(tmp_path / "jax-cache"))
     single, multi = tmp_path / "single", tmp_path / "multi"
     reference = _train(*TINY, "--epochs", EPOCHS, "--workdir", single, devices=4)
-    processes = _processes(*TINY, "--epochs", EPOCHS, "--workdir", multi, port=_free_port())
+    # A kill while process 0 waits in a barrier ends it only at --barrier-timeout (README):
+    # 60 s here, not the default 300 s (one suite run waited those 300 s).
+    multi_run = [*TINY, "--epochs", EPOCHS, "--workdir", multi, "--barrier-timeout", 60]
+    processes = _processes(*multi_run, port=_free_port())
     deadline = time.monotonic() + 240
     while len(_records(multi)) < 2:
         assert all(p.poll() is None for p in processes), _finish(processes)
