@@ -45,6 +45,33 @@ def capped_polyak_step(
     return jnp.where(sq_norm > 0, tau, ceiling)
 
 
+def polyak_step_inputs(
+    updates: optax.Updates,
+    value: jax.typing.ArrayLike | None,
+    count: jax.Array,
+    max_learning_rate: optax.ScalarOrSchedule,
+    dtype: Any,
+) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+    """``(loss, ||g||^2, both finite, ceiling)`` in ``dtype`` for one Polyak update.
+
+    Raises:
+      ValueError: when ``value`` (the loss) is missing.
+
+    Example:
+      >>> loss, sq, finite, ceiling = polyak_step_inputs(
+      ...     jnp.array([3.0, 4.0]), 5.0, jnp.array(0), lambda c: 0.5, jnp.float32)
+      >>> float(loss), float(sq), bool(finite), float(ceiling)
+      (5.0, 25.0, True, 0.5)
+    """
+    if value is None:
+        raise ValueError("value: pass the loss at params, update(..., value=loss)")
+    loss = jnp.asarray(value, dtype).reshape(())
+    sq = optax.tree.norm(updates, squared=True).astype(dtype)
+    finite = jnp.isfinite(loss) & jnp.isfinite(sq)
+    rate = max_learning_rate(count) if callable(max_learning_rate) else max_learning_rate
+    return loss, sq, finite, jnp.asarray(rate, dtype)
+
+
 def check_polyak_hyperparameters(
     max_learning_rate: optax.ScalarOrSchedule, confidence: float, f_min: float
 ) -> None:
@@ -110,15 +137,9 @@ def scale_by_polyak_step(
         **extra_args: Any,
     ) -> tuple[optax.Updates, PolyakStepState]:
         del params, extra_args
-        if value is None:
-            raise ValueError("value: pass the loss at params, update(..., value=loss)")
         dtype = state.learning_rate.dtype
-        loss = jnp.asarray(value, dtype).reshape(())
-        sq = optax.tree.norm(updates, squared=True).astype(dtype)
-        finite = jnp.isfinite(loss) & jnp.isfinite(sq)
-        ceiling = jnp.asarray(
-            max_learning_rate(state.count) if callable(max_learning_rate) else max_learning_rate,
-            dtype,
+        loss, sq, finite, ceiling = polyak_step_inputs(
+            updates, value, state.count, max_learning_rate, dtype
         )
         tau = capped_polyak_step(loss, sq, ceiling, confidence, f_min)
         step = jax.tree.map(lambda g: jnp.where(finite, tau * g, 0).astype(g.dtype), updates)

@@ -15,6 +15,7 @@ import optax
 from polyak_optax._src.schedule_free_polyak import (
     capped_polyak_step,
     check_polyak_hyperparameters,
+    polyak_step_inputs,
 )
 
 __all__ = (
@@ -152,15 +153,9 @@ def scale_by_tuning_free_nesterov(
         **extra_args: Any,
     ) -> tuple[optax.Updates, TuningFreeNesterovState]:
         del params, extra_args
-        if value is None:
-            raise ValueError("value: pass the loss at params, update(..., value=loss)")
         dtype = state.learning_rate.dtype
-        loss = jnp.asarray(value, dtype).reshape(())
-        sq = optax.tree.norm(updates, squared=True).astype(dtype)
-        finite = jnp.isfinite(loss) & jnp.isfinite(sq)
-        ceiling = jnp.asarray(
-            max_learning_rate(state.count) if callable(max_learning_rate) else max_learning_rate,
-            dtype,
+        loss, sq, finite, ceiling = polyak_step_inputs(
+            updates, value, state.count, max_learning_rate, dtype
         )
         f_hat = state.f_min
         if adapt_f_min:  # an estimate above the loss is no lower bound: halve it towards f0
