@@ -101,14 +101,10 @@ def _median_ms(fn: Any, args: Sequence[Any], repeats: int) -> float:
 
 
 def _subsample(x: jax.Array, window: int, stride: int) -> jax.Array:
-    """A pooling layer's output shape taken by strided subsampling (no window work)."""
-    out = [-(-max(n - window, 0) // stride) + 1 for n in x.shape[1:3]]
-    pads = (
-        [(0, 0)]
-        + [(0, max(stride * o - n, 0)) for o, n in zip(out, x.shape[1:3], strict=True)]
-        + [(0, 0)]
-    )
-    return jnp.pad(x, pads)[:, : stride * out[0] : stride, : stride * out[1] : stride]
+    """A pooling layer's output shape taken by strided subsampling (no window work): the
+    first of the pool's strided windows, with the pool's own ceil-mode padding."""
+    padded = jnp.pad(x, [(0, 0), *layers._padding(x, window, stride), (0, 0)])
+    return layers._strided_windows(padded, window, stride)[0]
 
 
 #: Variants of the models timed beside the real step: each removes one kind of work.
@@ -143,9 +139,10 @@ def _step_and_args(name: str, batch: int, ablation: str | None = None) -> tuple[
     return step, (state, x, y)
 
 
-def ablate(name: str, batch: int, repeats: int) -> dict[str, float]:
-    """Step milliseconds of the model and of each ablation, timed in alternation."""
-    variants = {None: _step_and_args(name, batch)}
+def ablate(name: str, batch: int, repeats: int, as_is: tuple[Any, tuple]) -> dict[str, float]:
+    """Step milliseconds of the model (``as_is``: its compiled step and arguments) and of
+    each ablation, timed in alternation."""
+    variants = {None: as_is}
     variants.update({a: _step_and_args(name, batch, a) for a in ABLATIONS})
     times: dict[Any, list[float]] = {a: [] for a in variants}
     for _ in range(repeats):
@@ -187,7 +184,9 @@ def profile_model(name: str, batch: int, repeats: int) -> dict[str, Any]:
         "step_ms": step_ms,
         "conv_ms": sum(r["ms"] for r in rows),
         "convolutions": rows,
-        "ablations_ms": ablate(name, batch, repeats) if name in ABLATED_MODELS else {},
+        "ablations_ms": (
+            ablate(name, batch, repeats, (step, (state, x, y))) if name in ABLATED_MODELS else {}
+        ),
     }
 
 
