@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -60,12 +61,17 @@ def _records(workdir: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
-def _wait_for_epochs(process: subprocess.Popen, workdir: Path, epochs: int) -> None:
+def _wait_until(process: subprocess.Popen, ready: Callable[[], bool]) -> None:
+    """Polls ``ready`` while ``process`` runs (at most 240 s)."""
     deadline = time.monotonic() + 240
-    while len(_records(workdir)) < epochs:
+    while not ready():
         assert process.poll() is None, process.communicate()
         assert time.monotonic() < deadline, "the run did not get there in time"
         time.sleep(0.05)
+
+
+def _wait_for_epochs(process: subprocess.Popen, workdir: Path, epochs: int) -> None:
+    _wait_until(process, lambda: len(_records(workdir)) >= epochs)
 
 
 def _one_line(stderr: str) -> str:
@@ -214,11 +220,7 @@ def test_a_second_run_into_a_busy_workdir_exits_at_once(tmp_path):
     first = _start(*SLOW, "--epochs", 1000, "--workdir", workdir)
     try:
         # config.json is written once the run holds the workdir's lock
-        deadline = time.monotonic() + 240
-        while not (workdir / "config.json").exists():
-            assert first.poll() is None, first.communicate()
-            assert time.monotonic() < deadline, "the first run did not start in time"
-            time.sleep(0.05)
+        _wait_until(first, (workdir / "config.json").exists)
         for args in ([*TINY, "--epochs", 1], ["--resume"]):
             started = time.monotonic()
             second = _train(*args, "--workdir", workdir)
