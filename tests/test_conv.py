@@ -46,11 +46,12 @@ def _numpy_conv_and_vjp(x, w, stride, pads, cotangent):
     return y, dx, dw
 
 
+@pytest.mark.parametrize("channels", [3, 1])  # 1: the sum over taps (_single_channel_conv)
 @pytest.mark.parametrize(("size", "kernel", "stride", "padding"), CASES)
-def test_values_and_gradients_equal_a_float64_reference(size, kernel, stride, padding):
+def test_values_and_gradients_equal_a_float64_reference(size, kernel, stride, padding, channels):
     kx, kw, kc = jax.random.split(jax.random.key(size * 100 + kernel * 10 + stride), 3)
-    x = jax.random.normal(kx, (2, size, size + 1, 3))
-    w = jax.random.normal(kw, (kernel, kernel, 3, 4))
+    x = jax.random.normal(kx, (2, size, size + 1, channels))
+    w = jax.random.normal(kw, (kernel, kernel, channels, 4))
     if isinstance(padding, str):
         pads = tuple(lax.padtype_to_pads(x.shape[1:3], w.shape[:2], (stride, stride), padding))
     else:
@@ -97,7 +98,9 @@ def test_training_step_in_a_loop_compiles_to_canonical_convolutions():
 
     hlo = jax.jit(many).lower(params).compile().as_text()
     labels = re.findall(r"convolution\(.*?dim_labels=([a-z0-9_>-]+)", hlo)
-    assert len(labels) >= 4, hlo[:2000]  # forward and backward convolutions
+    # conv2 forward, both kernel gradients (conv1's one-channel forward is a sum of taps,
+    # conv2's input gradient per-tap products)
+    assert len(labels) >= 3, hlo[:2000]
     if jax.default_backend() == "cpu":
         assert set(labels) == {"b01f_01io->b01f"}, labels
 
@@ -148,3 +151,16 @@ def test_kernel_gradient_of_a_large_input_reads_it_from_memory_with_the_same_val
     np.testing.assert_allclose(
         np.asarray(got)[finite], np.asarray(want)[finite], rtol=2e-3, atol=2e-3
     )
+
+
+def test_one_channel_forward_is_a_sum_of_taps_read_from_memory():
+    """LeNet-5's first layer (one input channel): no convolution in the forward pass, and
+    its output passes the runtime conditional that keeps it out of the next fusion."""
+    x = jnp.ones((4, 28, 28, 1))
+    w = jnp.ones((5, 5, 1, 20))
+    fwd = lambda x, w: conv_general_dilated(x, w, (1, 1), "VALID", dimension_numbers=DN)
+    if jax.default_backend() != "cpu":
+        pytest.skip("the CPU backend's path")
+    jaxpr = str(jax.make_jaxpr(fwd)(x, w))
+    assert "conv_general_dilated" not in jaxpr and "cond" in jaxpr, jaxpr
+    np.testing.assert_array_equal(fwd(x, w), jnp.full((4, 24, 24, 20), 25.0))
