@@ -201,10 +201,12 @@ def _single_channel_conv(
             cols = slice(j, j + (out_w - 1) * strides[1] + 1, strides[1])
             tap = x[:, rows, cols, :] * w[i, j, 0]
             total = tap if total is None else total + tap
-    return _materialized(total, min_size=0)
+    return _materialized(total, w, min_size=0)
 
 
-def _materialized(x: jax.Array, min_size: int = _MATERIALIZE_MIN_SIZE) -> jax.Array:
+def _materialized(
+    x: jax.Array, kernel: jax.Array, min_size: int = _MATERIALIZE_MIN_SIZE
+) -> jax.Array:
     """``x`` as stored in memory, so that XLA:CPU cannot recompute it inside a transpose.
 
     The kernel gradient transposes the layer's input ``x`` to (C, H, W, N). XLA:CPU fuses
@@ -214,20 +216,23 @@ def _materialized(x: jax.Array, min_size: int = _MATERIALIZE_MIN_SIZE) -> jax.Ar
     ``--xla_cpu_enable_xprof_traceme``). An optimization barrier does not stop it (XLA
     expands barriers before fusion); a conditional on a runtime value does: both branches
     return ``x`` (the second adds 0.0, which only turns a -0.0 into +0.0, and runs only when
-    ``x``'s first element is not finite), and the transpose reads the stored ``x`` in 3.5
-    ms. cifar_quick's step: 1.10x faster side by side, AlexNet's unchanged. Inputs under
-    512k elements skip it (LeNet-5, inputs of 100k and 368k: 7% slower with it).
+    the layer's ``kernel``'s first element is not finite), and the transpose reads the
+    stored ``x`` in 3.5 ms. cifar_quick's step: 1.10x faster side by side, AlexNet's
+    unchanged. Inputs under 512k elements skip it (LeNet-5, inputs of 100k and 368k: 7%
+    slower with it). The condition reads the kernel, which every device holds, and not
+    ``x``, which is split over the devices: an element of ``x`` cost a collective per step
+    (a cross-process one in a multi-process run).
     """
     if x.size < min_size:
         return x
-    return jax.lax.cond(jnp.isfinite(x.reshape(-1)[0]), lambda t: t, lambda t: t + 0.0, x)
+    return jax.lax.cond(jnp.isfinite(kernel.reshape(-1)[0]), lambda t: t, lambda t: t + 0.0, x)
 
 
 def _conv_nhwc_bwd(strides, pads, precision, residuals, dy):
     x, w = residuals
     kernel = w.shape[:2]
     out = dy.shape[1:3]
-    x = _materialized(x)
+    x = _materialized(x, w)
     # Kernel gradient: the images' channels act as the batch and the examples as the
     # contracted features, the output gradient as the (stride-dilated) kernel.
     dw = _conv(

@@ -136,9 +136,10 @@ def test_input_gradient_of_a_valid_convolution_on_a_small_map_is_products():
 @pytest.mark.parametrize("first", [1.0, float("nan")])
 def test_kernel_gradient_of_a_large_input_reads_it_from_memory_with_the_same_values(first):
     """From 2**19 elements the input passes a runtime conditional (models.conv._materialized)
-    before the kernel gradient's transpose; both branches give the input's values."""
-    x = jax.random.normal(jax.random.key(0), (8, 64, 64, 16)).at[0, 0, 0, 0].set(first)
-    w = jax.random.normal(jax.random.key(1), (3, 3, 16, 2))
+    before the kernel gradient's transpose; both branches give the input's values (the
+    condition is the kernel's first element being finite)."""
+    x = jax.random.normal(jax.random.key(0), (8, 64, 64, 16))
+    w = jax.random.normal(jax.random.key(1), (3, 3, 16, 2)).at[0, 0, 0, 0].set(first)
     fwd = lambda x, w: conv_general_dilated(x, w, (2, 2), "SAME", dimension_numbers=DN)
     ref = lambda x, w: lax.conv_general_dilated(x, w, (2, 2), "SAME", dimension_numbers=DN)
     cotangent = jax.random.normal(jax.random.key(2), fwd(x, w).shape)
