@@ -262,3 +262,34 @@ def test_pooling_values_and_gradients_equal_lax_reduce_window(shape, window, str
             np.testing.assert_allclose(grad(ours), grad(ref), rtol=1e-6, atol=1e-6)
             if window == stride:
                 np.testing.assert_array_equal(grad(ours), grad(ref))
+
+
+def test_cifar_quick_conv1_with_its_bias_after_the_pool_is_conv_then_pool():
+    """cifar_quick adds conv1's bias after the max pool (models.caffe._ConvMaxPool): the
+    same parameters, initial values and outputs as Conv followed by max_pool, and the
+    same gradients up to the order of the bias gradient's sum."""
+    import flax.linen as nn
+
+    from models.caffe import _ConvMaxPool, _gaussian
+    from models.layers import Conv
+
+    class ConvThenPool(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            conv = Conv(32, (5, 5), padding=2, kernel_init=_gaussian(1e-4), name="conv1")
+            return max_pool(conv(x), 3, 2)
+
+    class PoolThenBias(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            return _ConvMaxPool(32, (5, 5), 2, 3, 2, _gaussian(1e-4), name="conv1")(x)
+
+    x = jax.random.normal(jax.random.key(1), (2, 32, 32, 3))
+    old, new = ConvThenPool(), PoolThenBias()
+    params = old.init(jax.random.key(0), x)
+    jax.tree.map(np.testing.assert_array_equal, params, new.init(jax.random.key(0), x))
+    noise = lambda a: a + 0.01 * jax.random.normal(jax.random.key(3), a.shape)
+    params = jax.tree.map(noise, params)  # a bias that is not zero
+    np.testing.assert_array_equal(old.apply(params, x), new.apply(params, x))
+    grads = [jax.grad(lambda p, m=m: jnp.sum(m.apply(p, x) ** 2))(params) for m in (old, new)]
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), *grads)
