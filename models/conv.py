@@ -165,13 +165,19 @@ def _conv(
 def _conv_nhwc(
     x: jax.Array, w: jax.Array, strides: tuple[int, ...], pads: Padding, precision
 ) -> jax.Array:
-    if w.shape[2] == 1 and x.dtype == jnp.float32:
-        return _single_channel_conv(x, w, strides, pads)
-    return _conv(x, w, strides, pads, precision)
+    return _forward(x, w, strides, pads, precision)
 
 
 def _conv_nhwc_fwd(x, w, strides, pads, precision):
-    return _conv_nhwc(x, w, strides, pads, precision), (x, w)
+    return _forward(x, w, strides, pads, precision), (x, w)
+
+
+def _forward(
+    x: jax.Array, w: jax.Array, strides: tuple[int, ...], pads: Padding, precision
+) -> jax.Array:
+    if w.shape[2] == 1 and x.dtype == jnp.float32:
+        return _single_channel_conv(x, w, strides, pads)
+    return _conv(x, w, strides, pads, precision)
 
 
 def _single_channel_conv(
