@@ -121,21 +121,27 @@ def _conv_as_matmul(
     gradients (products and pads) run as Eigen matrix products.
     """
     kh, kw, cin, cout = w.shape
-    x = jnp.pad(x, ((0, 0), pads[0], pads[1], (0, 0)))
-    out_h = (x.shape[1] - kh) // strides[0] + 1
-    out_w = (x.shape[2] - kw) // strides[1] + 1
-    rows = (out_h - 1) * strides[0] + 1
-    cols = (out_w - 1) * strides[1] + 1
-    patches = jnp.concatenate(
-        [
-            x[:, i : i + rows : strides[0], j : j + cols : strides[1], :]
-            for i in range(kh)
-            for j in range(kw)
-        ],
-        axis=-1,
-    )  # [batch, out_h, out_w, kh * kw * cin], ordered like the HWIO kernel's rows
+    # [batch, out_h, out_w, kh * kw * cin], ordered like the HWIO kernel's rows
+    patches = jnp.concatenate(_taps(x, (kh, kw), strides, pads), axis=-1)
     kernel = w.reshape(kh * kw * cin, cout)
     return lax.dot_general(patches, kernel, (((3,), (0,)), ((), ())), precision=precision)
+
+
+def _taps(
+    x: jax.Array, kernel: tuple[int, int], strides: tuple[int, ...], pads: Padding
+) -> list[jax.Array]:
+    """The strided slices of the padded ``x`` that meet each kernel tap, row-major (the
+    HWIO kernel's order), each of the output's spatial shape."""
+    x = jnp.pad(x, ((0, 0), pads[0], pads[1], (0, 0)))
+    out_h = (x.shape[1] - kernel[0]) // strides[0] + 1
+    out_w = (x.shape[2] - kernel[1]) // strides[1] + 1
+    rows = (out_h - 1) * strides[0] + 1
+    cols = (out_w - 1) * strides[1] + 1
+    return [
+        x[:, i : i + rows : strides[0], j : j + cols : strides[1], :]
+        for i in range(kernel[0])
+        for j in range(kernel[1])
+    ]
 
 
 def _is_nhwc(lhs_shape: Sequence[int], rhs_shape: Sequence[int], dimension_numbers) -> bool:
@@ -197,16 +203,10 @@ def _single_channel_conv(
     convolution too, but its step was not (4% slower), so only one channel takes it.
     """
     kh, kw, _, _ = w.shape
-    x = jnp.pad(x, ((0, 0), pads[0], pads[1], (0, 0)))
-    out_h = (x.shape[1] - kh) // strides[0] + 1
-    out_w = (x.shape[2] - kw) // strides[1] + 1
-    total = None
-    for i in range(kh):
-        for j in range(kw):
-            rows = slice(i, i + (out_h - 1) * strides[0] + 1, strides[0])
-            cols = slice(j, j + (out_w - 1) * strides[1] + 1, strides[1])
-            tap = x[:, rows, cols, :] * w[i, j, 0]
-            total = tap if total is None else total + tap
+    taps = _taps(x, (kh, kw), strides, pads)
+    total = taps[0] * w[0, 0, 0]
+    for k, tap in enumerate(taps[1:], 1):
+        total = total + tap * w[k // kw, k % kw, 0]
     return _materialized(total, w, min_size=0)
 
 
