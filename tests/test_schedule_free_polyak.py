@@ -18,11 +18,21 @@ from tests import _algorithm5_reference as ref
 from tests.test_adaptive_nesterov import PROBLEMS, VALUE_AND_GRAD, _assert_close, _batch, _params
 
 
-def reference(problem: ref.Problem, steps: int, *, b1, max_learning_rate, confidence, f_min):
-    """Float64 reference: y_t (the params), x_t (evaluation), the steps tau, clip flags."""
+def reference(
+    problem: ref.Problem,
+    steps: int,
+    *,
+    b1,
+    max_learning_rate,
+    confidence,
+    f_min,
+    anneal_follow=0.5,
+):
+    """Float64 reference: y_t (the params), x_t (evaluation), the steps tau, clip flags,
+    and the steps whose averaging weight the decay of the ceiling raised."""
     z = {k: np.asarray(v, np.float64) for k, v in problem.params.items()}
     x, y = dict(z), dict(z)
-    ys, xs, taus, clipped = [dict(y)], [dict(x)], [], []
+    ys, xs, taus, clipped, followed = [dict(y)], [dict(x)], [], [], []
     weight_sum, max_lr = 0.0, 0.0
     for t in range(steps):
         loss, grad = problem.oracle(y, t)
@@ -34,21 +44,24 @@ def reference(problem: ref.Problem, steps: int, *, b1, max_learning_rate, confid
         max_lr = max(max_lr, ceiling)
         weight_sum += max_lr**2
         c = max_lr**2 / weight_sum
+        follow = (1 - ceiling / max_lr) ** anneal_follow if anneal_follow else 0.0
+        followed.append(follow > c)
+        c = max(c, follow)
         x = {k: (1 - c) * x[k] + c * z[k] for k in x}
         y = {k: b1 * x[k] + (1 - b1) * z[k] for k in x}
         ys.append(dict(y))
         xs.append(dict(x))
         taus.append(tau)
         clipped.append(polyak > ceiling)
-    return ys, xs, np.asarray(taus), np.asarray(clipped)
+    return ys, xs, np.asarray(taus), np.asarray(clipped), np.asarray(followed)
 
 
 @pytest.mark.parametrize("name", sorted(PROBLEMS))
 def test_matches_float64_reference(name: str):
     rng = np.random.default_rng(len(name))
-    clipped = []
+    clipped, followed = [], []
     with jax.enable_x64(True):
-        for trial in range(6):
+        for trial in range(9):
             steps = 15
             problem = PROBLEMS[name][0](seed=int(rng.integers(1 << 30)), num_steps=steps)
             hyper = {
@@ -57,12 +70,17 @@ def test_matches_float64_reference(name: str):
                 "f_min": float(-rng.uniform(0.0, 0.05)),
                 "max_learning_rate": float(10 ** rng.uniform(-1.5, 2.0)),
             }
-            if trial % 2:  # a schedule of the count (a warm-up: the averaging weights grow)
-                peak = hyper["max_learning_rate"]
+            peak = hyper["max_learning_rate"]
+            if trial % 3 == 1:  # a warm-up: the averaging weights grow
                 hyper["max_learning_rate"] = lambda count, peak=peak: (
                     peak * (1 - 0.8 ** (count + 1))
                 )
-            ys, xs, taus, clip = reference(problem, steps, **hyper)
+            if trial % 3 == 2:  # a warm-up, then a decay that the average follows
+                hyper["max_learning_rate"] = lambda count, peak=peak: (
+                    peak * jnp.minimum(count + 1, 3) / 3 * 0.7 ** jnp.maximum(count - 5, 0)
+                )
+                hyper["anneal_follow"] = float(rng.choice([0.5, 1.0, 2.0]))
+            ys, xs, taus, clip, follow = reference(problem, steps, **hyper)
             opt = po.schedule_free_polyak(**hyper)
             params = _params(problem, jnp.float64)
             state = opt.init(params)
@@ -76,7 +94,50 @@ def test_matches_float64_reference(name: str):
                 _assert_close(optax.tree.get(state, "learning_rate"), taus[t], 1e-8)
             _assert_close(params, ys[steps], 1e-8)
             clipped.extend(clip)
+            followed.extend(follow)
     assert any(clipped) and not all(clipped)  # both the Polyak step and the ceiling ran
+    assert any(followed) and not all(followed)  # the decay raised some averaging weights
+
+
+@pytest.mark.parametrize("schedule", ["constant", "warm-up", "decay"])
+def test_is_optax_schedule_free_bit_for_bit_unless_the_ceiling_decays(schedule: str):
+    ceiling = {
+        "constant": 0.5,
+        "warm-up": lambda count: 0.5 * jnp.minimum(count + 1, 4) / 4,
+        "decay": lambda count: 0.5 * 0.8**count,
+    }[schedule]
+    key_x, key_t = jax.random.split(jax.random.key(0))
+    xs = jax.random.normal(key_x, (64, 5))
+    targets = xs @ jnp.arange(5.0) + 0.1 * jax.random.normal(key_t, (64,))
+
+    def loss_fn(params, t):
+        batch = slice(8 * (t % 8), 8 * (t % 8) + 8)
+        return jnp.mean((xs[batch] @ params["w"] + params["b"] - targets[batch]) ** 2)
+
+    def run(opt):
+        params = {"w": jnp.zeros(5), "b": jnp.zeros(())}
+        state = opt.init(params)
+        trace = []
+        for t in range(20):
+            loss, grads = jax.value_and_grad(loss_fn)(params, t)
+            updates, state = opt.update(grads, state, params, value=loss)
+            params = optax.apply_updates(params, updates)
+            trace.append(optax.contrib.schedule_free_eval_params(state, params))
+        return trace
+
+    weights = ceiling if not callable(ceiling) else (lambda count: ceiling(count - 1))
+    optax_sf = optax.contrib.schedule_free(
+        optax.chain(po.scale_by_polyak_step(ceiling), optax.scale(-1.0)), weights
+    )
+    expected = run(optax_sf)
+    chex.assert_trees_all_equal(
+        run(po.schedule_free_polyak(max_learning_rate=ceiling, anneal_follow=None)), expected
+    )
+    following = run(po.schedule_free_polyak(max_learning_rate=ceiling))
+    if schedule == "decay":
+        assert not jnp.array_equal(following[-1]["w"], expected[-1]["w"])
+    else:
+        chex.assert_trees_all_equal(following, expected)
 
 
 def test_polyak_step_is_capped_and_skips_non_finite_steps():
@@ -115,6 +176,8 @@ def test_jit_bf16_zero_gradient_and_averaged_parameters():
         ({"max_learning_rate": 0.0}, "max_learning_rate"),
         ({"f_min": float("inf")}, "f_min"),
         ({"weight_lr_power": -1.0}, "weight_lr_power"),
+        ({"anneal_follow": 0.0}, "anneal_follow"),
+        ({"anneal_follow": float("nan")}, "anneal_follow"),
     ],
 )
 def test_bad_hyperparameters_name_the_argument(kwargs, argument):

@@ -15,7 +15,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-__all__ = ("PolyakStepState", "scale_by_polyak_step", "schedule_free_polyak")
+__all__ = (
+    "PolyakStepState",
+    "scale_by_polyak_step",
+    "schedule_free_polyak",
+)
 
 
 class PolyakStepState(NamedTuple):
@@ -157,6 +161,7 @@ def schedule_free_polyak(
     confidence: float = 2.0,
     f_min: float = 0.0,
     weight_lr_power: float = 2.0,
+    anneal_follow: float | None = 0.5,
 ) -> optax.GradientTransformationExtraArgs:
     r"""Schedule-free SGD (Defazio et al.) whose step is a capped Polyak step.
 
@@ -172,7 +177,13 @@ def schedule_free_polyak(
 
     with optax's averaging weights :math:`c_{k+1} = \hat\lambda_k^{p} / \sum_{i \le k}
     \hat\lambda_i^{p}` of the running maximum :math:`\hat\lambda_k = \max_{i \le k}
-    \lambda_i` of the ceiling, and :math:`x_0 = y_0 = z_0`. The
+    \lambda_i` of the ceiling, and :math:`x_0 = y_0 = z_0`. Where a schedule has
+    brought the ceiling below its running maximum, the average follows the annealed base
+    iterate: :math:`c_{k+1} \ge (1 - \lambda_k / \hat\lambda_k)^{q}` with
+    :math:`q` = ``anneal_follow`` (a constant ceiling, or a warm-up, never binds it, and
+    the optimizer is then exactly ``optax.contrib.schedule_free``). Plain schedule-free
+    averaging under a decaying schedule keeps averaging in the iterates from before the
+    decay, and the annealing is lost at :math:`x`. The
     Polyak rule sets the step of the base sequence :math:`z`, which is plain SGD, so no
     momentum correction is needed; the ceiling (1.0, as ``optax.polyak_sgd``'s) keeps the
     first steps of a network far from its optimum bounded, where schedule-free SGD at
@@ -188,6 +199,8 @@ def schedule_free_polyak(
       confidence: :math:`\gamma > 0` (2 is SPS's :math:`c = 1/2`).
       f_min: a known lower bound of the loss (0 for the cross entropy).
       weight_lr_power: :math:`p`, as in ``optax.contrib.schedule_free``.
+      anneal_follow: :math:`q > 0`, how closely the average follows the base iterate
+        once the ceiling decays (smaller: closer); ``None``: optax's weights alone.
 
     Returns:
       An ``optax.GradientTransformationExtraArgs``; call ``update(..., value=loss)``.
@@ -221,13 +234,106 @@ def schedule_free_polyak(
         raise ValueError(f"b1 must be a number in (0, 1), got {b1!r}")
     if not float(weight_lr_power) >= 0 or not np.isfinite(weight_lr_power):
         raise ValueError(f"weight_lr_power must be >= 0 and finite, got {weight_lr_power!r}")
+    if anneal_follow is not None and (
+        not float(anneal_follow) > 0 or not np.isfinite(anneal_follow)
+    ):
+        raise ValueError(
+            f"anneal_follow must be positive and finite or None, got {anneal_follow!r}"
+        )
     base = optax.chain(
         scale_by_polyak_step(max_learning_rate, confidence, f_min), optax.scale(-1.0)
     )
-    # optax's schedule_free counts from 1: its weights read the ceiling of the same step.
+    # The state counts from 1, as optax's: the weights read the ceiling of the same step.
     weight_rate = max_learning_rate
     if callable(max_learning_rate):
         weight_rate = lambda count: max_learning_rate(count - 1)
-    return optax.contrib.schedule_free(
-        base, learning_rate=weight_rate, b1=b1, weight_lr_power=weight_lr_power
-    )
+    return schedule_free_following(base, weight_rate, b1, weight_lr_power, anneal_follow)
+
+
+def schedule_free_following(
+    base_optimizer: optax.GradientTransformation,
+    learning_rate: optax.ScalarOrSchedule,
+    b1: float = 0.9,
+    weight_lr_power: float = 2.0,
+    anneal_follow: float | None = 0.5,
+) -> optax.GradientTransformationExtraArgs:
+    r"""``optax.contrib.schedule_free`` whose average follows a decaying schedule.
+
+    The same state (``optax.contrib.ScheduleFreeState``: evaluate with
+    ``optax.contrib.schedule_free_eval_params``) and the same operations, in the same
+    order, as optax's, except the averaging weight :math:`c_{k+1} = \max(c_{k+1},
+    (1 - \lambda_k/\hat\lambda_k)^q)`, where :math:`\lambda_k` is ``learning_rate`` at
+    the step (counted from 1), :math:`\hat\lambda_k` its running maximum and
+    :math:`q` = ``anneal_follow``. Without a decay (:math:`\lambda_k =
+    \hat\lambda_k`) or with ``anneal_follow=None`` the updates are optax's, bit for bit.
+
+    Example:
+      >>> import jax.numpy as jnp, optax
+      >>> decaying = lambda count: 1.0 / count  # the second step's rate is half the first
+      >>> opt = schedule_free_following(optax.sgd(1.0), decaying, b1=0.5)
+      >>> params = jnp.zeros(1)
+      >>> state = opt.init(params)
+      >>> for grad in (-1.0, -1.0):
+      ...     updates, state = opt.update(jnp.array([grad]), state, params)
+      ...     params = params + updates
+      >>> # step 2: z = 2, c = max(1/2, (1 - 1/2) ** 0.5) = 0.71, x = 1 + 0.71 (2 - 1)
+      >>> print(jnp.round(optax.contrib.schedule_free_eval_params(state, params), 2))
+      [1.71]
+    """
+
+    def init_fn(params: optax.Params) -> optax.contrib.ScheduleFreeState:
+        dtype = optax.tree.dtype(params, "lowest")
+        return optax.contrib.ScheduleFreeState(
+            b1=jnp.asarray(b1, dtype=dtype),
+            weight_sum=jnp.zeros([], dtype=dtype),
+            step_count=jnp.ones([], dtype=jnp.int32),
+            max_lr=jnp.zeros([], dtype=dtype),
+            base_optimizer_state=base_optimizer.init(params),
+            z=jax.tree.map(lambda t: t.copy(), params),
+        )
+
+    def update_fn(
+        grads: optax.Updates,
+        state: optax.contrib.ScheduleFreeState,
+        params: optax.Params | None = None,
+        **extra_args: Any,
+    ) -> tuple[optax.Updates, optax.contrib.ScheduleFreeState]:
+        if params is None:
+            raise ValueError("params: schedule-free needs update(grads, state, params)")
+        lr = learning_rate
+        if callable(learning_rate):
+            lr = learning_rate(state.step_count)
+        lr = jnp.asarray(lr, dtype=state.max_lr.dtype)
+        max_lr = jnp.maximum(state.max_lr, lr)
+        weight = max_lr**weight_lr_power
+        total_weight = state.weight_sum + weight
+        ck = jnp.where(
+            jnp.isnan(weight) | jnp.isnan(total_weight),
+            jnp.full(weight.shape, jnp.nan),
+            jnp.nan_to_num(weight / total_weight, nan=0.0, posinf=jnp.inf),
+        )
+        if anneal_follow is not None:
+            decay = jnp.where(max_lr > 0, 1 - lr / jnp.where(max_lr > 0, max_lr, 1), 0)
+            ck = jnp.maximum(ck, jnp.clip(decay, 0, 1) ** anneal_follow).astype(ck.dtype)
+        base_updates, base_state = base_optimizer.update(
+            grads, state.base_optimizer_state, params, **extra_args
+        )
+        z = jax.tree.map(
+            lambda zi, ui: jnp.asarray(zi + ui).astype(jnp.asarray(zi).dtype),
+            state.z,
+            base_updates,
+        )
+        prev_x = jax.tree.map(lambda yi, zi: (yi - (1.0 - b1) * zi) / b1, params, state.z)
+        x = jax.tree.map(lambda xi, zi: (1.0 - ck) * xi + ck * zi, prev_x, z)
+        new_params = jax.tree.map(lambda xi, zi: b1 * xi + (1.0 - b1) * zi, x, z)
+        updates = jax.tree.map(lambda npi, pi: npi - pi, new_params, params)
+        return updates, optax.contrib.ScheduleFreeState(
+            b1=state.b1,
+            weight_sum=total_weight,
+            step_count=optax.safe_increment(state.step_count),
+            max_lr=max_lr,
+            base_optimizer_state=base_state,
+            z=z,
+        )
+
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
