@@ -476,6 +476,20 @@ def plot(out_dir, rows: Sequence[dict[str, Any]]) -> list[Any]:
     return paths
 
 
+def merged_commands(payloads: Sequence[dict[str, Any]]) -> list[str]:
+    """The commands that made the rows of ``payloads``, a merged file's parts flattened.
+
+    Example:
+      >>> merged_commands([{"command": "merged: a + b"}, {"command": "c"}, {"command": "b"}])
+      ['a', 'b', 'c']
+    """
+    parts = []
+    for payload in payloads:
+        command = payload["command"].split(" | merged: ")[-1].removeprefix("merged: ")
+        parts.extend(command.split(" + "))
+    return list(dict.fromkeys(parts))
+
+
 def _use_compile_cache(folder: Path | None) -> None:
     """Turns on JAX's persistent compilation cache in ``folder`` (a temporary one if None)."""
     if folder is None:
@@ -543,7 +557,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         for p in payloads[1:]:  # every part's problem settings (sizes, targets)
             head["settings"]["problems"].update(p["settings"]["problems"])
         head["grid_note"] = " ".join(dict.fromkeys(p["grid_note"] for p in payloads))
-        head["command"] += " | merged: " + " + ".join(p["command"] for p in payloads)
+        head["command"] = "merged: " + " + ".join(merged_commands(payloads))
+        head["date"] = " + ".join(
+            dict.fromkeys(d for p in payloads for d in p["date"].split(" + "))
+        )
     else:
         head = C.header(BENCHMARK, grid, note, settings)
         rows = []
