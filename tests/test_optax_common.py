@@ -74,6 +74,16 @@ OPTIMIZERS = {
         ),
         "nesterov_1e-3",
     ),
+    "tuning_free_nesterov": (
+        lambda: po.tuning_free_nesterov(),
+        (po.tuning_free_nesterov, {"momentum": 0.9, "max_learning_rate": 1.0}),
+        "nesterov_0.1",
+    ),
+    "schedule_free_polyak": (
+        lambda: po.schedule_free_polyak(),
+        (po.schedule_free_polyak, {"b1": 0.9, "max_learning_rate": 1.0}),
+        "schedule_free_sgd_1",
+    ),
 }
 # optax's reference optimizers, with the hyperparameters of ours (ceiling, momentum).
 REFERENCES = {
@@ -81,6 +91,7 @@ REFERENCES = {
     "polyak_sgd": lambda: optax.polyak_sgd(max_learning_rate=1e30),
     "adam_1e-2": lambda: optax.adam(1e-2),
     "nesterov_1e-3": lambda: optax.sgd(1e-3, momentum=0.9, nesterov=True),
+    "schedule_free_sgd_1": lambda: optax.contrib.schedule_free_sgd(1.0),
 }
 NAMES = tuple(OPTIMIZERS)
 

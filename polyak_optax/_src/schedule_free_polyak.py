@@ -15,6 +15,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from polyak_optax._src.adaptive_nesterov import _concrete
+
 __all__ = (
     "PolyakStepState",
     "scale_by_polyak_step",
@@ -79,13 +81,31 @@ def polyak_step_inputs(
 def check_polyak_hyperparameters(
     max_learning_rate: optax.ScalarOrSchedule, confidence: float, f_min: float
 ) -> None:
-    """A ``ValueError`` naming the first bad argument of a capped Polyak step."""
-    if not callable(max_learning_rate) and not float(max_learning_rate) > 0:
-        raise ValueError(f"max_learning_rate must be positive, got {max_learning_rate!r}")
-    if not float(confidence) > 0 or not np.isfinite(confidence):
-        raise ValueError(f"confidence must be positive and finite, got {confidence!r}")
-    if not np.isfinite(f_min):
-        raise ValueError(f"f_min must be finite, got {f_min!r}")
+    """A ``ValueError`` naming the first bad argument of a capped Polyak step.
+
+    A value traced by ``optax.inject_hyperparams`` under ``jit`` cannot be checked and
+    passes.
+    """
+    if not callable(max_learning_rate):
+        check_number("max_learning_rate", max_learning_rate, "positive", lambda v: v > 0)
+    check_number("confidence", confidence, "positive and finite", lambda v: 0 < v < np.inf)
+    check_number("f_min", f_min, "finite", np.isfinite)
+
+
+def check_number(name: str, value: Any, requirement: str, ok: Any) -> None:
+    """A ``ValueError`` naming ``name`` unless ``ok(float(value))``; a traced value passes.
+
+    Example:
+      >>> check_number("b1", 1.5, "in (0, 1)", lambda v: 0 < v < 1)
+      Traceback (most recent call last):
+      ...
+      ValueError: b1 must be in (0, 1), got 1.5
+    """
+    if callable(value):
+        raise ValueError(f"{name} must be a number, not a schedule, got {value!r}")
+    number = _concrete(name, value)
+    if number is not None and not ok(number):
+        raise ValueError(f"{name} must be {requirement}, got {value!r}")
 
 
 def scale_by_polyak_step(
@@ -230,15 +250,11 @@ def schedule_free_polyak(
       Loizou et al., `Stochastic Polyak step-size for SGD: an adaptive learning rate
       for fast convergence <https://arxiv.org/abs/2002.10542>`_, 2021.
     """
-    if callable(b1) or not 0.0 < float(b1) < 1.0:
-        raise ValueError(f"b1 must be a number in (0, 1), got {b1!r}")
-    if not float(weight_lr_power) >= 0 or not np.isfinite(weight_lr_power):
-        raise ValueError(f"weight_lr_power must be >= 0 and finite, got {weight_lr_power!r}")
-    if anneal_follow is not None and (
-        not float(anneal_follow) > 0 or not np.isfinite(anneal_follow)
-    ):
-        raise ValueError(
-            f"anneal_follow must be positive and finite or None, got {anneal_follow!r}"
+    check_number("b1", b1, "a number in (0, 1)", lambda v: 0 < v < 1)
+    check_number("weight_lr_power", weight_lr_power, ">= 0 and finite", lambda v: 0 <= v < np.inf)
+    if anneal_follow is not None:
+        check_number(
+            "anneal_follow", anneal_follow, "positive and finite or None", lambda v: 0 < v < np.inf
         )
     base = optax.chain(
         scale_by_polyak_step(max_learning_rate, confidence, f_min), optax.scale(-1.0)
@@ -312,9 +328,11 @@ def schedule_free_following(
             jnp.full(weight.shape, jnp.nan),
             jnp.nan_to_num(weight / total_weight, nan=0.0, posinf=jnp.inf),
         )
-        if anneal_follow is not None:
-            decay = jnp.where(max_lr > 0, 1 - lr / jnp.where(max_lr > 0, max_lr, 1), 0)
-            ck = jnp.maximum(ck, jnp.clip(decay, 0, 1) ** anneal_follow).astype(ck.dtype)
+        if anneal_follow is not None:  # (real parts: the state is complex for complex params)
+            rate, peak = jnp.real(lr), jnp.real(max_lr)
+            decay = jnp.where(peak > 0, 1 - rate / jnp.where(peak > 0, peak, 1), 0)
+            follow = jnp.clip(decay, 0, 1) ** anneal_follow
+            ck = jnp.where(follow > jnp.real(ck), follow.astype(ck.dtype), ck)
         base_updates, base_state = base_optimizer.update(
             grads, state.base_optimizer_state, params, **extra_args
         )

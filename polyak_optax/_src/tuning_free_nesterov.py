@@ -14,6 +14,7 @@ import optax
 
 from polyak_optax._src.schedule_free_polyak import (
     capped_polyak_step,
+    check_number,
     check_polyak_hyperparameters,
     polyak_step_inputs,
 )
@@ -131,8 +132,7 @@ def scale_by_tuning_free_nesterov(
       Hazan and Kakade, `Revisiting the Polyak step size
       <https://arxiv.org/abs/1905.00313>`_, 2019.
     """
-    if callable(momentum) or not 0.0 <= float(momentum) < 1.0:
-        raise ValueError(f"momentum must be a number in [0, 1), got {momentum!r}")
+    check_number("momentum", momentum, "a number in [0, 1)", lambda v: 0 <= v < 1)
     check_polyak_hyperparameters(max_learning_rate, confidence, f_min)
 
     def init_fn(params: optax.Params) -> TuningFreeNesterovState:
