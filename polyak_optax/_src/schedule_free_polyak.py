@@ -17,11 +17,7 @@ import optax
 
 from polyak_optax._src.adaptive_nesterov import _concrete
 
-__all__ = (
-    "PolyakStepState",
-    "scale_by_polyak_step",
-    "schedule_free_polyak",
-)
+__all__ = ("PolyakStepState", "scale_by_polyak_step", "schedule_free_polyak")
 
 
 class PolyakStepState(NamedTuple):
