@@ -24,6 +24,11 @@ from polyak_optax._src.schedule_free_polyak import (
     scale_by_polyak_step,
     schedule_free_polyak,
 )
+from polyak_optax._src.schedule_free_polyak_adam import (
+    AdamPolyakStepState,
+    scale_by_adam_polyak_step,
+    schedule_free_polyak_adam,
+)
 from polyak_optax._src.schedules import (
     cyclic_momentum_schedule,
     cyclic_schedule,
@@ -39,6 +44,7 @@ from polyak_optax._src.tuning_free_nesterov import (
 __version__ = "0.1.0"
 
 __all__ = (
+    "AdamPolyakStepState",
     "AdaptiveNesterovState",
     "LRRangeTestResult",
     "PolyakStepState",
@@ -53,10 +59,12 @@ __all__ = (
     "onecycle_momentum_schedule",
     "onecycle_schedule",
     "plot_lr_range_test",
+    "scale_by_adam_polyak_step",
     "scale_by_adaptive_nesterov",
     "scale_by_layerwise_log_norm",
     "scale_by_polyak_step",
     "scale_by_tuning_free_nesterov",
     "schedule_free_polyak",
+    "schedule_free_polyak_adam",
     "tuning_free_nesterov",
 )

@@ -84,6 +84,11 @@ OPTIMIZERS = {
         (po.schedule_free_polyak, {"b1": 0.9, "max_learning_rate": 1.0}),
         "schedule_free_sgd_1",
     ),
+    "schedule_free_polyak_adam": (
+        lambda: po.schedule_free_polyak_adam(),
+        (po.schedule_free_polyak_adam, {"b1": 0.9, "max_learning_rate": 1e-2}),
+        "schedule_free_adamw_1e-2",
+    ),
 }
 # optax's reference optimizers, with the hyperparameters of ours (ceiling, momentum).
 REFERENCES = {
@@ -92,6 +97,7 @@ REFERENCES = {
     "adam_1e-2": lambda: optax.adam(1e-2),
     "nesterov_1e-3": lambda: optax.sgd(1e-3, momentum=0.9, nesterov=True),
     "schedule_free_sgd_1": lambda: optax.contrib.schedule_free_sgd(1.0),
+    "schedule_free_adamw_1e-2": lambda: optax.contrib.schedule_free_adamw(1e-2),
 }
 NAMES = tuple(OPTIMIZERS)
 

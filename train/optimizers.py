@@ -190,6 +190,13 @@ def _schedule_free_polyak_factory(
     return po.schedule_free_polyak(b1=momentum, max_learning_rate=learning_rate)
 
 
+def _schedule_free_polyak_adam_factory(
+    learning_rate: optax.ScalarOrSchedule, momentum: float
+) -> optax.GradientTransformationExtraArgs:
+    """Schedule-free Polyak in Adam's metric; the rate is the ceiling, ``momentum`` b1."""
+    return po.schedule_free_polyak_adam(b1=momentum, max_learning_rate=learning_rate)
+
+
 def _sgd(nesterov: bool, about: str) -> OptimizerSpec:
     """optax's SGD with (heavy-ball or Nesterov) momentum, cycled under ``onecycle``."""
     return OptimizerSpec(
@@ -258,6 +265,15 @@ OPTIMIZERS: dict[str, OptimizerSpec] = {
         eval_params=_schedule_free_eval_params,
         about="po.schedule_free_polyak: schedule-free SGD with a capped Polyak step (gamma "
         "2), evaluated at the averaged parameters; lr = the step's ceiling, momentum = b1",
+    ),
+    "schedule_free_polyak_adam": OptimizerSpec(
+        _schedule_free_polyak_adam_factory,
+        1e-2,
+        DEFAULT_MOMENTUM,
+        eval_params=_schedule_free_eval_params,
+        about="po.schedule_free_polyak_adam: schedule-free AdamW with a capped Polyak step "
+        "in Adam's metric (gamma 2), evaluated at the averaged parameters; lr = the "
+        "step's ceiling, momentum = b1",
     ),
     "adagrad": OptimizerSpec(injected(optax.adagrad), 0.01, about="AdaGrad"),
     "adam": OptimizerSpec(

@@ -65,13 +65,32 @@ def polyak_step_inputs(
       >>> float(loss), float(sq), bool(finite), float(ceiling)
       (5.0, 25.0, True, 0.5)
     """
+    loss, ceiling = loss_and_ceiling(value, count, max_learning_rate, dtype)
+    sq = optax.tree.norm(updates, squared=True).astype(dtype)
+    return loss, sq, jnp.isfinite(loss) & jnp.isfinite(sq), ceiling
+
+
+def loss_and_ceiling(
+    value: jax.typing.ArrayLike | None,
+    count: jax.Array,
+    max_learning_rate: optax.ScalarOrSchedule,
+    dtype: Any,
+) -> tuple[jax.Array, jax.Array]:
+    """``(loss, ceiling)`` in ``dtype``: the scalar loss and the ceiling at ``count``.
+
+    Raises:
+      ValueError: when ``value`` (the loss) is missing.
+
+    Example:
+      >>> loss, ceiling = loss_and_ceiling(5.0, jnp.array(3), lambda c: 0.5 ** c, jnp.float32)
+      >>> float(loss), float(ceiling)
+      (5.0, 0.125)
+    """
     if value is None:
         raise ValueError("value: pass the loss at params, update(..., value=loss)")
     loss = jnp.asarray(value, dtype).reshape(())
-    sq = optax.tree.norm(updates, squared=True).astype(dtype)
-    finite = jnp.isfinite(loss) & jnp.isfinite(sq)
     rate = max_learning_rate(count) if callable(max_learning_rate) else max_learning_rate
-    return loss, sq, finite, jnp.asarray(rate, dtype)
+    return loss, jnp.asarray(rate, dtype)
 
 
 def check_polyak_hyperparameters(
@@ -246,15 +265,30 @@ def schedule_free_polyak(
       Loizou et al., `Stochastic Polyak step-size for SGD: an adaptive learning rate
       for fast convergence <https://arxiv.org/abs/2002.10542>`_, 2021.
     """
+    base = scale_by_polyak_step(max_learning_rate, confidence, f_min)
+    return schedule_free_over_step(base, max_learning_rate, b1, weight_lr_power, anneal_follow)
+
+
+def schedule_free_over_step(
+    step: optax.GradientTransformation,
+    max_learning_rate: optax.ScalarOrSchedule,
+    b1: float,
+    weight_lr_power: float,
+    anneal_follow: float | None,
+) -> optax.GradientTransformationExtraArgs:
+    """:func:`schedule_free_following` over the base descent ``-step(g)``, its weights
+    from the ceiling ``max_learning_rate`` that ``step`` reads at its own count (from 0).
+
+    Raises:
+      ValueError: for a bad ``b1``, ``weight_lr_power`` or ``anneal_follow``, naming it.
+    """
     check_number("b1", b1, "a number in (0, 1)", lambda v: 0 < v < 1)
     check_number("weight_lr_power", weight_lr_power, ">= 0 and finite", lambda v: 0 <= v < np.inf)
     if anneal_follow is not None:
         check_number(
             "anneal_follow", anneal_follow, "positive and finite or None", lambda v: 0 < v < np.inf
         )
-    base = optax.chain(
-        scale_by_polyak_step(max_learning_rate, confidence, f_min), optax.scale(-1.0)
-    )
+    base = optax.chain(step, optax.scale(-1.0))
     # The state counts from 1, as optax's: the weights read the ceiling of the same step.
     weight_rate = max_learning_rate
     if callable(max_learning_rate):

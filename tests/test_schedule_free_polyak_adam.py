@@ -1,0 +1,198 @@
+"""Tests of po.schedule_free_polyak_adam and po.scale_by_adam_polyak_step.
+
+The float64 reference runs schedule-free's three sequences (z, x and the interpolation y
+where the gradient is taken) with the Polyak step in Adam's metric, in NumPy,
+independently of optax.
+"""
+
+from __future__ import annotations
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import polyak_optax as po
+from tests import _algorithm5_reference as ref
+from tests.test_adaptive_nesterov import PROBLEMS, VALUE_AND_GRAD, _assert_close, _batch, _params
+
+
+def reference(
+    problem: ref.Problem,
+    steps: int,
+    *,
+    b1,
+    b2,
+    eps,
+    max_learning_rate,
+    confidence,
+    f_min,
+    anneal_follow=0.5,
+):
+    """Float64 reference: y_t (the params), x_t (evaluation), the steps tau, clip flags,
+    and the steps whose averaging weight the decay of the ceiling raised."""
+    z = {k: np.asarray(v, np.float64) for k, v in problem.params.items()}
+    x, y = dict(z), dict(z)
+    v = {k: np.zeros_like(p) for k, p in z.items()}
+    ys, xs, taus, clipped, followed = [dict(y)], [dict(x)], [], [], []
+    weight_sum, max_lr = 0.0, 0.0
+    for t in range(steps):
+        loss, grad = problem.oracle(y, t)
+        v = {k: b2 * v[k] + (1 - b2) * grad[k] ** 2 for k in v}
+        d = {k: np.sqrt(v[k] / (1 - b2 ** (t + 1))) + eps for k in v}
+        sq = sum(float(np.sum(grad[k] ** 2 / d[k])) for k in grad)
+        ceiling = max_learning_rate(t) if callable(max_learning_rate) else max_learning_rate
+        polyak = confidence * max(loss - f_min, 0.0) / sq
+        tau = min(ceiling, polyak)
+        z = {k: z[k] - tau * grad[k] / d[k] for k in z}
+        max_lr = max(max_lr, ceiling)
+        weight_sum += max_lr**2
+        c = max_lr**2 / weight_sum
+        follow = (1 - ceiling / max_lr) ** anneal_follow if anneal_follow else 0.0
+        followed.append(follow > c)
+        c = max(c, follow)
+        x = {k: (1 - c) * x[k] + c * z[k] for k in x}
+        y = {k: b1 * x[k] + (1 - b1) * z[k] for k in x}
+        ys.append(dict(y))
+        xs.append(dict(x))
+        taus.append(tau)
+        clipped.append(polyak > ceiling)
+    return ys, xs, np.asarray(taus), np.asarray(clipped), np.asarray(followed)
+
+
+@pytest.mark.parametrize("name", sorted(PROBLEMS))
+def test_matches_float64_reference(name: str):
+    rng = np.random.default_rng(len(name) + 1)
+    clipped, followed = [], []
+    with jax.enable_x64(True):
+        for trial in range(9):
+            steps = 15
+            problem = PROBLEMS[name][0](seed=int(rng.integers(1 << 30)), num_steps=steps)
+            hyper = {
+                "b1": float(rng.uniform(0.05, 0.95)),
+                "b2": float(rng.choice([0.0, 0.9, 0.999])),
+                "eps": float(rng.choice([1e-8, 1e-3])),
+                "confidence": float(rng.choice([1.0, 2.0])),
+                "f_min": float(-rng.uniform(0.0, 0.05)),
+                "max_learning_rate": float(10 ** rng.uniform(-2.5, 0.5)),
+            }
+            peak = hyper["max_learning_rate"]
+            if trial % 3 == 1:  # a warm-up: the averaging weights grow
+                hyper["max_learning_rate"] = lambda count, peak=peak: (
+                    peak * (1 - 0.8 ** (count + 1))
+                )
+            if trial % 3 == 2:  # a warm-up, then a decay that the average follows
+                hyper["max_learning_rate"] = lambda count, peak=peak: (
+                    peak * jnp.minimum(count + 1, 3) / 3 * 0.7 ** jnp.maximum(count - 5, 0)
+                )
+                hyper["anneal_follow"] = float(rng.choice([0.5, 1.0, 2.0]))
+            ys, xs, taus, clip, follow = reference(problem, steps, **hyper)
+            opt = po.schedule_free_polyak_adam(**hyper)
+            params = _params(problem, jnp.float64)
+            state = opt.init(params)
+            update = jax.jit(opt.update)
+            for t in range(steps):
+                _assert_close(params, ys[t], 1e-8)
+                _assert_close(optax.contrib.schedule_free_eval_params(state, params), xs[t], 1e-8)
+                loss, grads = VALUE_AND_GRAD[name](params, _batch(problem, t))
+                updates, state = update(grads, state, params, value=loss)
+                params = optax.apply_updates(params, updates)
+                _assert_close(optax.tree.get(state, "learning_rate"), taus[t], 1e-8)
+            _assert_close(params, ys[steps], 1e-8)
+            clipped.extend(clip)
+            followed.extend(follow)
+    assert any(clipped) and not all(clipped)  # both the Polyak step and the ceiling ran
+    assert any(followed) and not all(followed)  # the decay raised some averaging weights
+
+
+def test_is_optax_schedule_free_adamw_when_the_ceiling_always_binds():
+    """With a confidence so large that tau is the ceiling at every step, the optimizer is
+    ``optax.contrib.schedule_free_adamw`` at that learning rate (no weight decay)."""
+    key_x, key_t = jax.random.split(jax.random.key(1))
+    xs = jax.random.normal(key_x, (64, 5))
+    targets = xs @ jnp.arange(5.0) + 0.1 * jax.random.normal(key_t, (64,))
+
+    def loss_fn(params, t):
+        batch = slice(8 * (t % 8), 8 * (t % 8) + 8)
+        return jnp.mean((xs[batch] @ params["w"] + params["b"] - targets[batch]) ** 2)
+
+    def run(opt):
+        params = {"w": jnp.zeros(5), "b": jnp.zeros(())}
+        state = opt.init(params)
+        trace, rates = [], []
+        for t in range(30):
+            loss, grads = jax.value_and_grad(loss_fn)(params, t)
+            updates, state = opt.update(grads, state, params, value=loss)
+            params = optax.apply_updates(params, updates)
+            trace.append(optax.contrib.schedule_free_eval_params(state, params))
+            rates.append(float(optax.tree.get(state, "learning_rate", default=jnp.nan)))
+        return trace, np.asarray(rates)
+
+    expected, _ = run(optax.contrib.schedule_free_adamw(0.5))
+    ours, rates = run(po.schedule_free_polyak_adam(max_learning_rate=0.5, confidence=1e30))
+    chex.assert_trees_all_close(ours, expected, rtol=1e-6, atol=1e-7)
+    np.testing.assert_array_equal(rates, 0.5)
+    polyak, rates = run(po.schedule_free_polyak_adam(max_learning_rate=0.5))
+    assert np.any(rates < 0.5)  # with gamma = 2 the Polyak step binds on some steps ...
+    assert not np.allclose(polyak[-1]["w"], expected[-1]["w"])  # ... and changes the run
+
+
+def test_step_is_capped_and_skips_non_finite_steps():
+    opt = po.scale_by_adam_polyak_step(max_learning_rate=0.1, eps=0.0)
+    params = {"a": jnp.ones(3), "b": jnp.ones(2)}
+    state = opt.init(params)
+    grads = jax.tree.map(lambda p: 2 * jnp.ones_like(p), params)
+    # First step: D = |g| = 2, D^-1 g = 1, g^T D^-1 g = 10, Polyak 2 * 1 / 10 > 0.1.
+    updates, state = opt.update(grads, state, params, value=1.0)
+    expected = jax.tree.map(lambda g: 0.1 * jnp.ones_like(g), grads)
+    chex.assert_trees_all_close(updates, expected, rtol=1e-5)  # float32 bias correction
+    bad = {"a": jnp.array([1.0, jnp.inf, 1.0]), "b": jnp.ones(2)}
+    updates, new_state = opt.update(bad, state, params, value=1.0)
+    chex.assert_trees_all_equal(updates, jax.tree.map(jnp.zeros_like, params))
+    chex.assert_trees_all_equal(new_state, state)
+    updates, new_state = opt.update(grads, state, params, value=float("nan"))
+    chex.assert_trees_all_equal(updates, jax.tree.map(jnp.zeros_like, params))
+    chex.assert_trees_all_equal(new_state, state)
+
+
+def test_jit_bf16_zero_gradient_and_averaged_parameters():
+    opt = po.schedule_free_polyak_adam()
+    params = {"w": jnp.ones(4, jnp.bfloat16)}
+    state = opt.init(params)
+    updates, state = jax.jit(opt.update)(
+        {"w": jnp.zeros(4, jnp.bfloat16)}, state, params, value=1.0
+    )
+    assert updates["w"].dtype == jnp.bfloat16
+    chex.assert_tree_all_finite((updates, state))
+    assert float(optax.tree.get(state, "learning_rate")) == pytest.approx(1e-2)  # the ceiling
+    x = optax.contrib.schedule_free_eval_params(state, params)
+    chex.assert_trees_all_close(x, params)  # a zero step leaves every sequence in place
+
+
+@pytest.mark.parametrize(
+    "kwargs, argument",
+    [
+        ({"b1": 1.0}, "b1"),
+        ({"b2": 1.0}, "b2"),
+        ({"b2": -0.1}, "b2"),
+        ({"eps": -1.0}, "eps"),
+        ({"eps": float("nan")}, "eps"),
+        ({"confidence": 0.0}, "confidence"),
+        ({"max_learning_rate": -1.0}, "max_learning_rate"),
+        ({"f_min": float("nan")}, "f_min"),
+        ({"weight_lr_power": -1.0}, "weight_lr_power"),
+        ({"anneal_follow": 0.0}, "anneal_follow"),
+    ],
+)
+def test_bad_hyperparameters_name_the_argument(kwargs, argument):
+    with pytest.raises(ValueError, match=argument):
+        po.schedule_free_polyak_adam(**kwargs)
+
+
+def test_missing_value_is_an_error():
+    opt = po.schedule_free_polyak_adam()
+    state = opt.init(jnp.zeros(2))
+    with pytest.raises(ValueError, match="value"):
+        opt.update(jnp.ones(2), state, jnp.zeros(2))
