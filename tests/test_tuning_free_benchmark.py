@@ -58,6 +58,7 @@ def test_every_problem_states_its_rationale_and_reduced_sizes():
     assert set(tf.OPTIMIZERS) >= {
         "adaptive_nesterov",
         tf.VARIANT,
+        "schedule_free_polyak",
         "tuning_free_nesterov",
         "nesterov",
         "adam",
