@@ -152,6 +152,25 @@ OPTIMIZERS: dict[str, Callable[[Any], optax.GradientTransformation]] = {
     "schedule_free_sgd": lambda m: optax.contrib.schedule_free_sgd(_lr(1.0, m)),
     "schedule_free_adamw": lambda m: optax.contrib.schedule_free_adamw(_lr(0.0025, m)),
 }
+# Ablations of the variant (not published defaults, so never peers; ``--ablations`` runs
+# them into their own report): name -> (the training app's registry name, factory).
+ABLATIONS: dict[str, tuple[str, Callable[[Any], optax.GradientTransformation]]] = {
+    # schedule-free AdamW at the variant's cap, without the Polyak step or the follow rule
+    "schedule_free_adamw_1e-2": (
+        "schedule_free_adamw",
+        lambda m: optax.contrib.schedule_free_adamw(_lr(1e-2, m)),
+    ),
+    # the variant without its Polyak step (gamma so large that the step is the cap)
+    "schedule_free_polyak_adam_no_polyak": (
+        VARIANT,
+        lambda m: po.schedule_free_polyak_adam(max_learning_rate=_lr(1e-2, m), confidence=1e30),
+    ),
+}
+
+
+def factory_of(optimizer: str) -> Callable[[Any], optax.GradientTransformation]:
+    """The factory ``multiplier -> optimizer`` of a grid optimizer or an ablation."""
+    return ABLATIONS[optimizer][1] if optimizer in ABLATIONS else OPTIMIZERS[optimizer]
 
 
 def load_problem_data(problem: Problem, train_subset: int | None, seed: int = 0):
@@ -184,7 +203,7 @@ def make_tx(optimizer: str, schedule: str, epochs: int) -> Callable[[int], Any]:
         multiplier = None
         if schedule == "annealed":
             multiplier = po.onecycle_schedule(epochs * steps_per_epoch, 1.0)
-        return OPTIMIZERS[optimizer](multiplier)
+        return factory_of(optimizer)(multiplier)
 
     return build
 
@@ -206,7 +225,8 @@ def train_once(
     Args:
       problem: a key of :data:`PROBLEMS`.
       optimizer: a key of :data:`OPTIMIZERS` (also the training app's registry name,
-        which gives schedule-free its averaged evaluation parameters).
+        which gives schedule-free its averaged evaluation parameters) or of
+        :data:`ABLATIONS`.
       schedule: ``constant`` or ``annealed`` (the shared one-cycle multiplier).
       seed: initialization and data-order seed.
       epochs, train_subset, test_subset, batch_size: sizes (default: the problem's full
@@ -225,7 +245,7 @@ def train_once(
     config = Config(
         model=spec.model,
         dataset=spec.dataset,
-        optimizer=optimizer,
+        optimizer=ABLATIONS[optimizer][0] if optimizer in ABLATIONS else optimizer,
         schedule="constant",  # the optimizer (built below) carries the schedule
         batch_size=spec.batch_size if batch_size is None else batch_size,
         epochs=epochs,
@@ -318,7 +338,7 @@ def verdicts(
         peers = {
             o: v["mean"]
             for (p, o, s), v in stats.items()
-            if p == problem and s == schedule and o != variant
+            if p == problem and s == schedule and o != variant and o not in ABLATIONS
         }
         if (problem, variant, schedule) not in stats or not peers:
             continue
@@ -354,46 +374,56 @@ def markdown(head: dict[str, Any], rows: Sequence[dict[str, Any]]) -> str:
     stats = summarize(rows)
     problems = list(dict.fromkeys(r["problem"] for r in rows))
     present = {r["optimizer"] for r in rows}
-    optimizers = [o for o in OPTIMIZERS if o in present]  # the variant first
+    optimizers = [o for o in (*OPTIMIZERS, *ABLATIONS) if o in present]  # the variant first
     seeds = sorted({r["seed"] for r in rows})
-    parts = [C.header_markdown(head, "Tuning-free head-to-head"), ""]
+    ablations = [o for o in ABLATIONS if o in present]
+    title = "Tuning-free head-to-head" + (": ablations" if ablations else "")
+    parts = [C.header_markdown(head, title), ""]
     parts.append(
         f"Final test accuracy (%), mean ± std over {len(seeds)} seed(s); time to target: "
         "mean training seconds (compilation and evaluation excluded) until the test "
         "accuracy first reached the problem's target at an epoch's end, over the seeds "
-        "that reached it (n/N). Every optimizer at its published defaults, the same on "
+        "that reached it (n/N). Every optimizer of the grid at its published defaults, the same on "
         "every problem; `annealed` multiplies each optimizer's learning rate (the Polyak "
         "methods' ceiling) by one shared one-cycle schedule. **Bold**: the best mean of "
         "the column."
     )
-    parts += ["", "## The variant against the best peer", ""]
-    parts.append(
-        C.markdown_table(
-            [
-                "problem",
-                "schedule",
-                f"{VARIANT} (%)",
-                "best peer",
-                "peer (%)",
-                "gap (points)",
-                "rank",
-                "verdict",
-            ],
-            [
-                [
-                    v["problem"],
-                    v["schedule"],
-                    f"{100 * v['variant']:.2f}",
-                    v["best_peer"],
-                    f"{100 * v['best_peer_accuracy']:.2f}",
-                    f"{v['gap_points']:+.2f}",
-                    f"{v['rank']}/{v['of']}",
-                    v["verdict"],
-                ]
-                for v in verdicts(stats)
-            ],
+    if ablations:
+        parts.append(
+            f"\nAblations of {VARIANT}, not at published defaults and never peers: "
+            + ", ".join(f"`{o}`" for o in ablations)
+            + " (see `ABLATIONS` in the script)."
         )
-    )
+    judged = verdicts(stats)
+    if judged:
+        parts += ["", "## The variant against the best peer", ""]
+        parts.append(
+            C.markdown_table(
+                [
+                    "problem",
+                    "schedule",
+                    f"{VARIANT} (%)",
+                    "best peer",
+                    "peer (%)",
+                    "gap (points)",
+                    "rank",
+                    "verdict",
+                ],
+                [
+                    [
+                        v["problem"],
+                        v["schedule"],
+                        f"{100 * v['variant']:.2f}",
+                        v["best_peer"],
+                        f"{100 * v['best_peer_accuracy']:.2f}",
+                        f"{v['gap_points']:+.2f}",
+                        f"{v['rank']}/{v['of']}",
+                        v["verdict"],
+                    ]
+                    for v in judged
+                ],
+            )
+        )
     for problem in problems:
         spec = PROBLEMS[problem]
         parts += [
@@ -443,14 +473,15 @@ def markdown(head: dict[str, Any], rows: Sequence[dict[str, Any]]) -> str:
     return "\n".join(parts) + "\n"
 
 
-def plot(out_dir, rows: Sequence[dict[str, Any]]) -> list[Any]:
+def plot(out_dir, rows: Sequence[dict[str, Any]], benchmark: str = BENCHMARK) -> list[Any]:
     """One PNG per problem: mean test accuracy against epochs, one panel per schedule."""
     plt = C.pyplot()
     paths = []
     for problem in dict.fromkeys(r["problem"] for r in rows):
         fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
         mine = [r for r in rows if r["problem"] == problem]
-        optimizers = [o for o in OPTIMIZERS if any(r["optimizer"] == o for r in mine)]
+        present = {r["optimizer"] for r in mine}
+        optimizers = [o for o in (*OPTIMIZERS, *ABLATIONS) if o in present]
         colors = plt.get_cmap("tab20")
         for ax, schedule in zip(axes, SCHEDULES, strict=True):
             for i, o in enumerate(optimizers):
@@ -474,7 +505,7 @@ def plot(out_dir, rows: Sequence[dict[str, Any]]) -> list[Any]:
         lo = np.percentile([100 * r["test_accuracy"] for r in mine], 10) - 5
         axes[0].set_ylim(bottom=max(0, lo))
         axes[1].legend(fontsize=7, loc="lower right", ncol=2)
-        paths.append(C.save_figure(fig, C.png_path(out_dir, BENCHMARK, problem)))
+        paths.append(C.save_figure(fig, C.png_path(out_dir, benchmark, problem)))
     return paths
 
 
@@ -510,7 +541,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Runs the grid (or rebuilds the report from ``--from-json`` files); returns 0."""
     parser = C.base_parser(__doc__.splitlines()[0])
     parser.add_argument("--problems", nargs="+", choices=sorted(PROBLEMS), default=None)
-    parser.add_argument("--optimizers", nargs="+", choices=sorted(OPTIMIZERS), default=None)
+    parser.add_argument(
+        "--optimizers", nargs="+", choices=sorted((*OPTIMIZERS, *ABLATIONS)), default=None
+    )
+    parser.add_argument(
+        "--ablations",
+        action="store_true",
+        help="run the variant's ablations (default: all of ABLATIONS; never peers) into "
+        "tuning_free_ablations-<device>.md/.json/-<problem>.png",
+    )
     parser.add_argument("--schedules", nargs="+", choices=SCHEDULES, default=list(SCHEDULES))
     parser.add_argument(
         "--seeds", type=C.positive_int, default=None, help="seeds 0..N-1 (default 3; smoke 1)"
@@ -535,7 +574,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not (args.from_json or args.no_compile_cache):
         _use_compile_cache(args.compile_cache)
     problems = args.problems or list(PROBLEMS)
-    optimizers = args.optimizers or list(OPTIMIZERS)
+    optimizers = args.optimizers or list(ABLATIONS if args.ablations else OPTIMIZERS)
+    benchmark = BENCHMARK + ("_ablations" if args.ablations else "")
     seeds = range(args.seeds or (1 if grid == "smoke" else 3))
     note = {
         "full": "Full grid: every problem on its whole training set, 10 epochs.",
@@ -559,12 +599,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         for p in payloads[1:]:  # every part's problem settings (sizes, targets)
             head["settings"]["problems"].update(p["settings"]["problems"])
         head["grid_note"] = " ".join(dict.fromkeys(p["grid_note"] for p in payloads))
+        head["benchmark"] = benchmark
         head["command"] = "merged: " + " + ".join(merged_commands(payloads))
         head["date"] = " + ".join(
             dict.fromkeys(d for p in payloads for d in p["date"].split(" + "))
         )
     else:
-        head = C.header(BENCHMARK, grid, note, settings)
+        head = {**C.header(BENCHMARK, grid, note, settings), "benchmark": benchmark}
         rows = []
         for problem in problems:
             for optimizer in optimizers:
@@ -596,8 +637,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         )
     payload = {**head, "variant": VARIANT, "verdicts": verdicts(summarize(rows)), "rows": rows}
     report = markdown(head, rows)
-    C.write_results(args.out_dir, BENCHMARK, payload, report)
-    plot(args.out_dir, rows)
+    C.write_results(args.out_dir, benchmark, payload, report)
+    plot(args.out_dir, rows, benchmark)
     print(report)
     return 0
 

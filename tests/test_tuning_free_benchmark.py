@@ -71,3 +71,30 @@ def test_every_problem_states_its_rationale_and_reduced_sizes():
         "schedule_free_sgd",
         "schedule_free_adamw",
     }
+
+
+def test_ablations_run_into_their_own_report_and_are_never_peers(tmp_path):
+    argv = [
+        "--smoke",
+        "--ablations",
+        "--problems",
+        "logreg",
+        "--optimizers",
+        tf.VARIANT,
+        "schedule_free_polyak_adam_no_polyak",
+        "--schedules",
+        "constant",
+        "--no-compile-cache",
+        "--out-dir",
+        str(tmp_path),
+    ]
+    assert tf.main(argv) == 0
+    md_path, json_path = _common.result_paths(tmp_path, tf.BENCHMARK + "_ablations")
+    payload = json.loads(json_path.read_text())
+    assert {r["optimizer"] for r in payload["rows"]} == {
+        tf.VARIANT,
+        "schedule_free_polyak_adam_no_polyak",
+    }
+    assert payload["verdicts"] == []  # an ablation is no peer: nothing to judge against
+    assert "schedule_free_polyak_adam_no_polyak" in md_path.read_text()
+    assert not _common.result_paths(tmp_path, tf.BENCHMARK)[1].exists()
