@@ -504,7 +504,8 @@ def plot(out_dir, rows: Sequence[dict[str, Any]], benchmark: str = BENCHMARK) ->
         axes[0].set_ylabel("test accuracy (%), mean over seeds")
         lo = np.percentile([100 * r["test_accuracy"] for r in mine], 10) - 5
         axes[0].set_ylim(bottom=max(0, lo))
-        axes[1].legend(fontsize=7, loc="lower right", ncol=2)
+        drawn = [ax for ax in axes if ax.lines]  # a run of one schedule draws one panel
+        (drawn or axes)[-1].legend(fontsize=7, loc="lower right", ncol=2)
         paths.append(C.save_figure(fig, C.png_path(out_dir, benchmark, problem)))
     return paths
 
