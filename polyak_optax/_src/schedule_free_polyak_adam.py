@@ -66,7 +66,9 @@ def scale_by_adam_polyak_step(
       max_learning_rate: :math:`\lambda_k > 0`, a number or an optax schedule of the
         update count (1e-2: ``momo_adam``'s).
       b2: :math:`\beta_2 \in [0, 1)`, the second moment's decay.
-      eps: :math:`\epsilon > 0`, added to :math:`\sqrt{\hat v_k}`.
+      eps: :math:`\epsilon \ge 0`, added to :math:`\sqrt{\hat v_k}` (with 0, an entry
+        whose gradient and second moment are both 0 makes the step 0/0, and the whole step
+        is skipped as non-finite).
       confidence: :math:`\gamma > 0` (2 is SPS's :math:`c = 1/2`).
       f_min: :math:`f^\star`, a lower bound of the loss (0 for the cross entropy).
 
