@@ -19,6 +19,9 @@ CASES = [
         (7,), (1, 2, 5), (1, 2, 3), ("SAME", "VALID", ((1, 2), (0, 1)), ((2, 0), (1, 1)))
     )
     if not (kernel == 1 and stride == 3)
+] + [  # stride 1, output at most half the input: the input gradient by one product
+    (12, 5, 1, "VALID"),
+    (7, 5, 1, ((1, 0), (0, 1))),
 ] + [  # images smaller than the kernel: the im2col path
     (2, 3, 1, "SAME"),
     (1, 3, 1, "SAME"),
@@ -121,7 +124,7 @@ def test_images_smaller_than_the_kernel_compile_to_no_naive_convolution():
 
 def test_input_gradient_of_a_valid_convolution_on_a_small_map_is_products():
     """LeNet-5's conv2 (12x12 in, 8x8 out): its input gradient as a convolution would spend
-    most products on padding; it is computed as per-tap matrix products instead."""
+    most products on padding; it is computed as one matrix product and a sum instead."""
     x = jnp.ones((4, 12, 12, 20))
     w = jnp.ones((5, 5, 20, 50))
 
