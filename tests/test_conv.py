@@ -13,21 +13,25 @@ import models
 from models.conv import conv_general_dilated
 
 DN = ("NHWC", "HWIO", "NHWC")
-CASES = [
-    (size, kernel, stride, padding)
-    for size, kernel, stride, padding in itertools.product(
-        (7,), (1, 2, 5), (1, 2, 3), ("SAME", "VALID", ((1, 2), (0, 1)), ((2, 0), (1, 1)))
-    )
-    if not (kernel == 1 and stride == 3)
-] + [  # stride 1, output at most half the input: the input gradient by one product
-    (12, 5, 1, "VALID"),
-    (7, 5, 1, ((1, 0), (0, 1))),
-] + [  # images smaller than the kernel: the im2col path
-    (2, 3, 1, "SAME"),
-    (1, 3, 1, "SAME"),
-    (2, 3, 2, ((1, 1), (1, 1))),
-    (3, 5, 1, ((2, 2), (2, 2))),
-]
+CASES = (
+    [
+        (size, kernel, stride, padding)
+        for size, kernel, stride, padding in itertools.product(
+            (7,), (1, 2, 5), (1, 2, 3), ("SAME", "VALID", ((1, 2), (0, 1)), ((2, 0), (1, 1)))
+        )
+        if not (kernel == 1 and stride == 3)
+    ]
+    + [  # stride 1, output at most half the input: the input gradient by one product
+        (12, 5, 1, "VALID"),
+        (7, 5, 1, ((1, 0), (0, 1))),
+    ]
+    + [  # images smaller than the kernel: the im2col path
+        (2, 3, 1, "SAME"),
+        (1, 3, 1, "SAME"),
+        (2, 3, 2, ((1, 1), (1, 1))),
+        (3, 5, 1, ((2, 2), (2, 2))),
+    ]
+)
 
 
 def _numpy_conv_and_vjp(x, w, stride, pads, cotangent):
