@@ -27,20 +27,31 @@ def reference(
     confidence,
     f_min,
     anneal_follow=0.5,
+    b2=None,
+    eps=0.0,
 ):
     """Float64 reference: y_t (the params), x_t (evaluation), the steps tau, clip flags,
-    and the steps whose averaging weight the decay of the ceiling raised."""
+    and the steps whose averaging weight the decay of the ceiling raised.
+
+    ``b2=None``: plain gradient steps (``schedule_free_polyak``); a number: steps and
+    the Polyak ratio in Adam's metric D = sqrt(v / (1 - b2^t)) + eps
+    (``schedule_free_polyak_adam``)."""
     z = {k: np.asarray(v, np.float64) for k, v in problem.params.items()}
     x, y = dict(z), dict(z)
+    v = {k: np.zeros_like(p) for k, p in z.items()}
     ys, xs, taus, clipped, followed = [dict(y)], [dict(x)], [], [], []
     weight_sum, max_lr = 0.0, 0.0
     for t in range(steps):
         loss, grad = problem.oracle(y, t)
-        sq = sum(float(np.sum(g**2)) for g in grad.values())
+        d = {k: np.ones_like(g) for k, g in grad.items()}
+        if b2 is not None:
+            v = {k: b2 * v[k] + (1 - b2) * grad[k] ** 2 for k in v}
+            d = {k: np.sqrt(v[k] / (1 - b2 ** (t + 1))) + eps for k in v}
+        sq = sum(float(np.sum(grad[k] ** 2 / d[k])) for k in grad)
         ceiling = max_learning_rate(t) if callable(max_learning_rate) else max_learning_rate
         polyak = confidence * max(loss - f_min, 0.0) / sq
         tau = min(ceiling, polyak)
-        z = {k: z[k] - tau * grad[k] for k in z}
+        z = {k: z[k] - tau * grad[k] / d[k] for k in z}
         max_lr = max(max_lr, ceiling)
         weight_sum += max_lr**2
         c = max_lr**2 / weight_sum
@@ -56,20 +67,18 @@ def reference(
     return ys, xs, np.asarray(taus), np.asarray(clipped), np.asarray(followed)
 
 
-@pytest.mark.parametrize("name", sorted(PROBLEMS))
-def test_matches_float64_reference(name: str):
-    rng = np.random.default_rng(len(name))
+def check_against_reference(name: str, seed: int, optimizer, sample) -> None:
+    """Nine random trials of ``optimizer(**hyper)`` against :func:`reference` in float64,
+    ``hyper = sample(rng)`` under a constant ceiling, a warm-up and a warm-up then decay;
+    asserts that the ceiling both bound and did not bind, and that the decay raised some
+    averaging weights and not all."""
+    rng = np.random.default_rng(seed)
     clipped, followed = [], []
     with jax.enable_x64(True):
         for trial in range(9):
             steps = 15
             problem = PROBLEMS[name][0](seed=int(rng.integers(1 << 30)), num_steps=steps)
-            hyper = {
-                "b1": float(rng.uniform(0.05, 0.95)),
-                "confidence": float(rng.choice([1.0, 2.0])),
-                "f_min": float(-rng.uniform(0.0, 0.05)),
-                "max_learning_rate": float(10 ** rng.uniform(-1.5, 2.0)),
-            }
+            hyper = sample(rng)
             peak = hyper["max_learning_rate"]
             if trial % 3 == 1:  # a warm-up: the averaging weights grow
                 hyper["max_learning_rate"] = lambda count, peak=peak: (
@@ -81,7 +90,7 @@ def test_matches_float64_reference(name: str):
                 )
                 hyper["anneal_follow"] = float(rng.choice([0.5, 1.0, 2.0]))
             ys, xs, taus, clip, follow = reference(problem, steps, **hyper)
-            opt = po.schedule_free_polyak(**hyper)
+            opt = optimizer(**hyper)
             params = _params(problem, jnp.float64)
             state = opt.init(params)
             update = jax.jit(opt.update)
@@ -97,6 +106,19 @@ def test_matches_float64_reference(name: str):
             followed.extend(follow)
     assert any(clipped) and not all(clipped)  # both the Polyak step and the ceiling ran
     assert any(followed) and not all(followed)  # the decay raised some averaging weights
+
+
+@pytest.mark.parametrize("name", sorted(PROBLEMS))
+def test_matches_float64_reference(name: str):
+    def sample(rng):
+        return {
+            "b1": float(rng.uniform(0.05, 0.95)),
+            "confidence": float(rng.choice([1.0, 2.0])),
+            "f_min": float(-rng.uniform(0.0, 0.05)),
+            "max_learning_rate": float(10 ** rng.uniform(-1.5, 2.0)),
+        }
+
+    check_against_reference(name, len(name), po.schedule_free_polyak, sample)
 
 
 @pytest.mark.parametrize("schedule", ["constant", "warm-up", "decay"])

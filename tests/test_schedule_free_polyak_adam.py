@@ -1,8 +1,8 @@
 """Tests of po.schedule_free_polyak_adam and po.scale_by_adam_polyak_step.
 
-The float64 reference runs schedule-free's three sequences (z, x and the interpolation y
-where the gradient is taken) with the Polyak step in Adam's metric, in NumPy,
-independently of optax.
+The float64 reference (``tests/test_schedule_free_polyak.py``'s, with ``b2`` set) runs
+schedule-free's three sequences (z, x and the interpolation y where the gradient is
+taken) with the Polyak step in Adam's metric, in NumPy, independently of optax.
 """
 
 from __future__ import annotations
@@ -15,96 +15,23 @@ import optax
 import pytest
 
 import polyak_optax as po
-from tests import _algorithm5_reference as ref
-from tests.test_adaptive_nesterov import PROBLEMS, VALUE_AND_GRAD, _assert_close, _batch, _params
-
-
-def reference(
-    problem: ref.Problem,
-    steps: int,
-    *,
-    b1,
-    b2,
-    eps,
-    max_learning_rate,
-    confidence,
-    f_min,
-    anneal_follow=0.5,
-):
-    """Float64 reference: y_t (the params), x_t (evaluation), the steps tau, clip flags,
-    and the steps whose averaging weight the decay of the ceiling raised."""
-    z = {k: np.asarray(v, np.float64) for k, v in problem.params.items()}
-    x, y = dict(z), dict(z)
-    v = {k: np.zeros_like(p) for k, p in z.items()}
-    ys, xs, taus, clipped, followed = [dict(y)], [dict(x)], [], [], []
-    weight_sum, max_lr = 0.0, 0.0
-    for t in range(steps):
-        loss, grad = problem.oracle(y, t)
-        v = {k: b2 * v[k] + (1 - b2) * grad[k] ** 2 for k in v}
-        d = {k: np.sqrt(v[k] / (1 - b2 ** (t + 1))) + eps for k in v}
-        sq = sum(float(np.sum(grad[k] ** 2 / d[k])) for k in grad)
-        ceiling = max_learning_rate(t) if callable(max_learning_rate) else max_learning_rate
-        polyak = confidence * max(loss - f_min, 0.0) / sq
-        tau = min(ceiling, polyak)
-        z = {k: z[k] - tau * grad[k] / d[k] for k in z}
-        max_lr = max(max_lr, ceiling)
-        weight_sum += max_lr**2
-        c = max_lr**2 / weight_sum
-        follow = (1 - ceiling / max_lr) ** anneal_follow if anneal_follow else 0.0
-        followed.append(follow > c)
-        c = max(c, follow)
-        x = {k: (1 - c) * x[k] + c * z[k] for k in x}
-        y = {k: b1 * x[k] + (1 - b1) * z[k] for k in x}
-        ys.append(dict(y))
-        xs.append(dict(x))
-        taus.append(tau)
-        clipped.append(polyak > ceiling)
-    return ys, xs, np.asarray(taus), np.asarray(clipped), np.asarray(followed)
+from tests.test_adaptive_nesterov import PROBLEMS
+from tests.test_schedule_free_polyak import check_against_reference
 
 
 @pytest.mark.parametrize("name", sorted(PROBLEMS))
 def test_matches_float64_reference(name: str):
-    rng = np.random.default_rng(len(name) + 1)
-    clipped, followed = [], []
-    with jax.enable_x64(True):
-        for trial in range(9):
-            steps = 15
-            problem = PROBLEMS[name][0](seed=int(rng.integers(1 << 30)), num_steps=steps)
-            hyper = {
-                "b1": float(rng.uniform(0.05, 0.95)),
-                "b2": float(rng.choice([0.0, 0.9, 0.999])),
-                "eps": float(rng.choice([1e-8, 1e-3])),
-                "confidence": float(rng.choice([1.0, 2.0])),
-                "f_min": float(-rng.uniform(0.0, 0.05)),
-                "max_learning_rate": float(10 ** rng.uniform(-2.5, 0.5)),
-            }
-            peak = hyper["max_learning_rate"]
-            if trial % 3 == 1:  # a warm-up: the averaging weights grow
-                hyper["max_learning_rate"] = lambda count, peak=peak: (
-                    peak * (1 - 0.8 ** (count + 1))
-                )
-            if trial % 3 == 2:  # a warm-up, then a decay that the average follows
-                hyper["max_learning_rate"] = lambda count, peak=peak: (
-                    peak * jnp.minimum(count + 1, 3) / 3 * 0.7 ** jnp.maximum(count - 5, 0)
-                )
-                hyper["anneal_follow"] = float(rng.choice([0.5, 1.0, 2.0]))
-            ys, xs, taus, clip, follow = reference(problem, steps, **hyper)
-            opt = po.schedule_free_polyak_adam(**hyper)
-            params = _params(problem, jnp.float64)
-            state = opt.init(params)
-            update = jax.jit(opt.update)
-            for t in range(steps):
-                _assert_close(params, ys[t], 1e-8)
-                _assert_close(optax.contrib.schedule_free_eval_params(state, params), xs[t], 1e-8)
-                loss, grads = VALUE_AND_GRAD[name](params, _batch(problem, t))
-                updates, state = update(grads, state, params, value=loss)
-                params = optax.apply_updates(params, updates)
-                _assert_close(optax.tree.get(state, "learning_rate"), taus[t], 1e-8)
-            _assert_close(params, ys[steps], 1e-8)
-            clipped.extend(clip)
-            followed.extend(follow)
-    assert any(clipped) and not all(clipped)  # both the Polyak step and the ceiling ran
-    assert any(followed) and not all(followed)  # the decay raised some averaging weights
+    def sample(rng):
+        return {
+            "b1": float(rng.uniform(0.05, 0.95)),
+            "b2": float(rng.choice([0.0, 0.9, 0.999])),
+            "eps": float(rng.choice([1e-8, 1e-3])),
+            "confidence": float(rng.choice([1.0, 2.0])),
+            "f_min": float(-rng.uniform(0.0, 0.05)),
+            "max_learning_rate": float(10 ** rng.uniform(-2.5, 0.5)),
+        }
+
+    check_against_reference(name, len(name) + 1, po.schedule_free_polyak_adam, sample)
 
 
 def test_is_optax_schedule_free_adamw_when_the_ceiling_always_binds():
