@@ -84,20 +84,6 @@ def test_step_is_capped_and_skips_non_finite_steps():
     chex.assert_trees_all_equal(new_state, state)
 
 
-def test_jit_bf16_zero_gradient_and_averaged_parameters():
-    opt = po.schedule_free_polyak_adam()
-    params = {"w": jnp.ones(4, jnp.bfloat16)}
-    state = opt.init(params)
-    updates, state = jax.jit(opt.update)(
-        {"w": jnp.zeros(4, jnp.bfloat16)}, state, params, value=1.0
-    )
-    assert updates["w"].dtype == jnp.bfloat16
-    chex.assert_tree_all_finite((updates, state))
-    assert float(optax.tree.get(state, "learning_rate")) == pytest.approx(1e-2)  # the ceiling
-    x = optax.contrib.schedule_free_eval_params(state, params)
-    chex.assert_trees_all_close(x, params)  # a zero step leaves every sequence in place
-
-
 @pytest.mark.parametrize(
     "kwargs, argument",
     [
