@@ -121,14 +121,11 @@ def test_matches_float64_reference(name: str):
     check_against_reference(name, len(name), po.schedule_free_polyak, sample)
 
 
-@pytest.mark.parametrize("schedule", ["constant", "warm-up", "decay"])
-def test_is_optax_schedule_free_bit_for_bit_unless_the_ceiling_decays(schedule: str):
-    ceiling = {
-        "constant": 0.5,
-        "warm-up": lambda count: 0.5 * jnp.minimum(count + 1, 4) / 4,
-        "decay": lambda count: 0.5 * 0.8**count,
-    }[schedule]
-    key_x, key_t = jax.random.split(jax.random.key(0))
+def regression_trace(opt, steps: int, seed: int):
+    """``opt`` on minibatches of a noisy linear regression (64 examples, 8 per batch):
+    the averaged parameters after each step, and each step's ``learning_rate`` (NaN for
+    a state without one)."""
+    key_x, key_t = jax.random.split(jax.random.key(seed))
     xs = jax.random.normal(key_x, (64, 5))
     targets = xs @ jnp.arange(5.0) + 0.1 * jax.random.normal(key_t, (64,))
 
@@ -136,16 +133,28 @@ def test_is_optax_schedule_free_bit_for_bit_unless_the_ceiling_decays(schedule: 
         batch = slice(8 * (t % 8), 8 * (t % 8) + 8)
         return jnp.mean((xs[batch] @ params["w"] + params["b"] - targets[batch]) ** 2)
 
+    params = {"w": jnp.zeros(5), "b": jnp.zeros(())}
+    state = opt.init(params)
+    trace, rates = [], []
+    for t in range(steps):
+        loss, grads = jax.value_and_grad(loss_fn)(params, t)
+        updates, state = opt.update(grads, state, params, value=loss)
+        params = optax.apply_updates(params, updates)
+        trace.append(optax.contrib.schedule_free_eval_params(state, params))
+        rates.append(float(optax.tree.get(state, "learning_rate", default=jnp.nan)))
+    return trace, np.asarray(rates)
+
+
+@pytest.mark.parametrize("schedule", ["constant", "warm-up", "decay"])
+def test_is_optax_schedule_free_bit_for_bit_unless_the_ceiling_decays(schedule: str):
+    ceiling = {
+        "constant": 0.5,
+        "warm-up": lambda count: 0.5 * jnp.minimum(count + 1, 4) / 4,
+        "decay": lambda count: 0.5 * 0.8**count,
+    }[schedule]
+
     def run(opt):
-        params = {"w": jnp.zeros(5), "b": jnp.zeros(())}
-        state = opt.init(params)
-        trace = []
-        for t in range(20):
-            loss, grads = jax.value_and_grad(loss_fn)(params, t)
-            updates, state = opt.update(grads, state, params, value=loss)
-            params = optax.apply_updates(params, updates)
-            trace.append(optax.contrib.schedule_free_eval_params(state, params))
-        return trace
+        return regression_trace(opt, steps=20, seed=0)[0]
 
     weights = ceiling if not callable(ceiling) else (lambda count: ceiling(count - 1))
     optax_sf = optax.contrib.schedule_free(

@@ -16,7 +16,7 @@ import pytest
 
 import polyak_optax as po
 from tests.test_adaptive_nesterov import PROBLEMS
-from tests.test_schedule_free_polyak import check_against_reference
+from tests.test_schedule_free_polyak import check_against_reference, regression_trace
 
 
 @pytest.mark.parametrize("name", sorted(PROBLEMS))
@@ -37,25 +37,9 @@ def test_matches_float64_reference(name: str):
 def test_is_optax_schedule_free_adamw_when_the_ceiling_always_binds():
     """With a confidence so large that tau is the ceiling at every step, the optimizer is
     ``optax.contrib.schedule_free_adamw`` at that learning rate (no weight decay)."""
-    key_x, key_t = jax.random.split(jax.random.key(1))
-    xs = jax.random.normal(key_x, (64, 5))
-    targets = xs @ jnp.arange(5.0) + 0.1 * jax.random.normal(key_t, (64,))
-
-    def loss_fn(params, t):
-        batch = slice(8 * (t % 8), 8 * (t % 8) + 8)
-        return jnp.mean((xs[batch] @ params["w"] + params["b"] - targets[batch]) ** 2)
 
     def run(opt):
-        params = {"w": jnp.zeros(5), "b": jnp.zeros(())}
-        state = opt.init(params)
-        trace, rates = [], []
-        for t in range(30):
-            loss, grads = jax.value_and_grad(loss_fn)(params, t)
-            updates, state = opt.update(grads, state, params, value=loss)
-            params = optax.apply_updates(params, updates)
-            trace.append(optax.contrib.schedule_free_eval_params(state, params))
-            rates.append(float(optax.tree.get(state, "learning_rate", default=jnp.nan)))
-        return trace, np.asarray(rates)
+        return regression_trace(opt, steps=30, seed=1)
 
     expected, _ = run(optax.contrib.schedule_free_adamw(0.5))
     ours, rates = run(po.schedule_free_polyak_adam(max_learning_rate=0.5, confidence=1e30))
