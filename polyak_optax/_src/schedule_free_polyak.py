@@ -53,8 +53,12 @@ def polyak_step_inputs(
     count: jax.Array,
     max_learning_rate: optax.ScalarOrSchedule,
     dtype: Any,
+    sq_norm: jax.Array | None = None,
 ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
     """``(loss, ||g||^2, both finite, ceiling)`` in ``dtype`` for one Polyak update.
+
+    ``sq_norm``, when given, replaces ``||updates||^2`` (a preconditioned step passes
+    :math:`g^\top D^{-1} g`).
 
     Raises:
       ValueError: when ``value`` (the loss) is missing.
@@ -65,32 +69,15 @@ def polyak_step_inputs(
       >>> float(loss), float(sq), bool(finite), float(ceiling)
       (5.0, 25.0, True, 0.5)
     """
-    loss, ceiling = loss_and_ceiling(value, count, max_learning_rate, dtype)
-    sq = optax.tree.norm(updates, squared=True).astype(dtype)
-    return loss, sq, jnp.isfinite(loss) & jnp.isfinite(sq), ceiling
-
-
-def loss_and_ceiling(
-    value: jax.typing.ArrayLike | None,
-    count: jax.Array,
-    max_learning_rate: optax.ScalarOrSchedule,
-    dtype: Any,
-) -> tuple[jax.Array, jax.Array]:
-    """``(loss, ceiling)`` in ``dtype``: the scalar loss and the ceiling at ``count``.
-
-    Raises:
-      ValueError: when ``value`` (the loss) is missing.
-
-    Example:
-      >>> loss, ceiling = loss_and_ceiling(5.0, jnp.array(3), lambda c: 0.5 ** c, jnp.float32)
-      >>> float(loss), float(ceiling)
-      (5.0, 0.125)
-    """
     if value is None:
         raise ValueError("value: pass the loss at params, update(..., value=loss)")
     loss = jnp.asarray(value, dtype).reshape(())
+    if sq_norm is None:
+        sq_norm = optax.tree.norm(updates, squared=True)
+    sq = jnp.asarray(sq_norm).astype(dtype)
+    finite = jnp.isfinite(loss) & jnp.isfinite(sq)
     rate = max_learning_rate(count) if callable(max_learning_rate) else max_learning_rate
-    return loss, jnp.asarray(rate, dtype)
+    return loss, sq, finite, jnp.asarray(rate, dtype)
 
 
 def check_polyak_hyperparameters(

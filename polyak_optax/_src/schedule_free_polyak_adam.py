@@ -18,7 +18,7 @@ from polyak_optax._src.schedule_free_polyak import (
     capped_polyak_step,
     check_number,
     check_polyak_hyperparameters,
-    loss_and_ceiling,
+    polyak_step_inputs,
     schedule_free_over_step,
 )
 
@@ -112,10 +112,15 @@ def scale_by_adam_polyak_step(
     ) -> tuple[optax.Updates, AdamPolyakStepState]:
         del extra_args
         dtype = state.learning_rate.dtype
-        loss, ceiling = loss_and_ceiling(value, state.count, max_learning_rate, dtype)
         direction, rms_state = rms.update(updates, state.rms, params)
-        sq = jnp.real(optax.tree.vdot(updates, direction)).astype(dtype)  # g^T D^-1 g
-        finite = jnp.isfinite(loss) & jnp.isfinite(sq)
+        loss, sq, finite, ceiling = polyak_step_inputs(
+            updates,
+            value,
+            state.count,
+            max_learning_rate,
+            dtype,
+            sq_norm=jnp.real(optax.tree.vdot(updates, direction)),  # g^T D^-1 g
+        )
         tau = capped_polyak_step(loss, sq, ceiling, confidence, f_min)
         step = jax.tree.map(lambda d: jnp.where(finite, tau * d, 0).astype(d.dtype), direction)
         keep = lambda new, old: jnp.where(finite, new, old).astype(old.dtype)
