@@ -360,12 +360,13 @@ def test_chunked_epochs_give_the_resident_numbers(monkeypatch):
             assert mine[key] == pytest.approx(theirs[key], rel=1e-6), key
 
 
-def test_a_data_parallel_step_of_lenet5_takes_one_all_reduce():
+def test_a_data_parallel_step_of_lenet5_takes_one_all_reduce_of_one_buffer():
     """Every collective of a step is a round trip between processes (gloo on localhost: 0.8
-    ms for a scalar on 2 cores), so LeNet-5's step over 2 devices makes exactly one: the
-    gradients, the loss and the count of correct predictions together. The one-channel
-    convolution's conditional reads the kernel, not a (split) image element, and the
-    count is summed in float32 so that it joins the gradients' all-reduce."""
+    ms for a scalar on 2 cores), and gloo reduces each array of a tuple on its own, so
+    LeNet-5's step over 2 devices makes exactly one, of one flat float32 buffer: the
+    loss, the count of correct predictions and the 431,080 gradients together. The
+    one-channel convolution's conditional reads the kernel, not a (split) image element,
+    and the count is summed in float32 so that it joins the buffer."""
     script = """
         import re
         import jax, jax.numpy as jnp, numpy as np
@@ -382,7 +383,7 @@ def test_a_data_parallel_step_of_lenet5_takes_one_all_reduce():
             sharding.replicate(state, mesh), images, labels, jnp.zeros(1), jnp.ones(1),
             jax.random.key(0), batch_size=16, data_sharding=sharding.batch_sharding(mesh),
             sharded=True).compile().as_text()
-        print(mesh.size, len(re.findall(r"[]})] all-reduce(?:-start)?\\(", hlo)))
+        print(mesh.size, *re.findall(r"= ([^=]*?) all-reduce(?:-start)?\\(", hlo))
     """
     result = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(script)],
@@ -390,4 +391,4 @@ def test_a_data_parallel_step_of_lenet5_takes_one_all_reduce():
         text=True, timeout=300, check=False,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == ["2", "1"], result.stdout
+    assert result.stdout.split() == ["2", "f32[431082]{0}"], result.stdout

@@ -7,10 +7,11 @@ rows from its own slice of the host data (:func:`put_rows`); the replicated mode
 full copy on every device (:func:`replicate`). In several processes (``jax.distributed``)
 the mesh spans every process's devices, in process order. Inside the jitted epoch the
 batch indices and images are pinned to the batch sharding with
-``jax.lax.with_sharding_constraint``; XLA's SPMD partitioner then computes each shard's
-forward and backward pass on its own device and inserts the gradient all-reduce (and, for
-batch norm, the cross-device batch statistics), so the arithmetic is the single-device
-arithmetic up to the order of floating-point sums.
+``jax.lax.with_sharding_constraint``. Each device computes the forward and backward pass of
+its own examples, and one all-reduce of one flat buffer adds up the loss, the count of
+correct predictions and the gradients (:func:`train.loop.train_step`); with batch norm,
+XLA's SPMD partitioner inserts the all-reduces and the cross-device batch statistics. The
+arithmetic is the single-device arithmetic up to the order of floating-point sums.
 
 How the sharded mode samples, against one device (:func:`train.loop.epoch_indices`):
 
