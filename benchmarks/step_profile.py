@@ -108,9 +108,12 @@ def _subsample(x: jax.Array, window: int, stride: int) -> jax.Array:
 
 
 #: Variants of the models timed beside the real step: each removes one kind of work.
-#: (cifar_quick's conv1 adds its bias after its pool, outside ``Conv``: it keeps it.)
 ABLATIONS: dict[str, dict[str, Any]] = {
-    "without conv biases": {"Conv": functools.partial(layers.Conv, use_bias=False)},
+    "without conv biases": {
+        "Conv": functools.partial(layers.Conv, use_bias=False),
+        # a convolution whose bias is added after its pool (LeNet-5, cifar_quick's conv1)
+        "_ConvMaxPool": functools.partial(models.caffe._ConvMaxPool, use_bias=False),
+    },
     "pools as subsampling": {"max_pool": _subsample, "avg_pool": _subsample},
 }
 MODEL_MODULES = (models.caffe, models.alexnet)

@@ -264,27 +264,45 @@ def test_pooling_values_and_gradients_equal_lax_reduce_window(shape, window, str
                 np.testing.assert_array_equal(grad(ours), grad(ref))
 
 
-def test_cifar_quick_conv1_with_its_bias_after_the_pool_is_conv_then_pool():
-    """cifar_quick adds conv1's bias after the max pool (models.caffe._ConvMaxPool): the
-    same parameters, initial values and outputs as Conv followed by max_pool, and the
-    same gradients up to the order of the bias gradient's sum."""
+@pytest.mark.parametrize(
+    "layer",
+    [
+        # (input shape, features, padding, pool window, stride): cifar_quick's conv1,
+        # LeNet-5's conv1 (one channel: the tap sum of models/conv.py) and conv2
+        ((2, 32, 32, 3), 32, 2, 3, 2),
+        ((2, 28, 28, 1), 20, 0, 2, 2),
+        ((2, 12, 12, 20), 50, 0, 2, 2),
+    ],
+    ids=["cifar_quick-conv1", "lenet5-conv1", "lenet5-conv2"],
+)
+def test_a_conv_with_its_bias_after_the_pool_is_conv_then_pool(layer):
+    """cifar_quick's conv1 and LeNet-5's two convolutions add their bias after the max
+    pool (models.caffe._ConvMaxPool): the same parameters, initial values and outputs as
+    Conv followed by max_pool, and the same gradients up to the order of the bias
+    gradient's sum."""
     import flax.linen as nn
 
     from models.caffe import _ConvMaxPool, _gaussian
     from models.layers import Conv
 
+    shape, features, padding, window, stride = layer
+
     class ConvThenPool(nn.Module):
         @nn.compact
         def __call__(self, x):
-            conv = Conv(32, (5, 5), padding=2, kernel_init=_gaussian(1e-4), name="conv1")
-            return max_pool(conv(x), 3, 2)
+            conv = Conv(
+                features, (5, 5), padding=padding, kernel_init=_gaussian(1e-2), name="conv1"
+            )
+            return max_pool(conv(x), window, stride)
 
     class PoolThenBias(nn.Module):
         @nn.compact
         def __call__(self, x):
-            return _ConvMaxPool(32, (5, 5), 2, 3, 2, _gaussian(1e-4), name="conv1")(x)
+            return _ConvMaxPool(
+                features, (5, 5), padding, window, stride, _gaussian(1e-2), name="conv1"
+            )(x)
 
-    x = jax.random.normal(jax.random.key(1), (2, 32, 32, 3))
+    x = jax.random.normal(jax.random.key(1), shape)
     old, new = ConvThenPool(), PoolThenBias()
     params = old.init(jax.random.key(0), x)
     jax.tree.map(np.testing.assert_array_equal, params, new.init(jax.random.key(0), x))
