@@ -152,12 +152,15 @@ print("ok")
 """
 
 
-def test_four_devices_hold_a_quarter_each_and_train_on_the_documented_batches():
+@pytest.mark.parametrize("model", ["tiny", "cifar_quick"])
+def test_four_devices_hold_a_quarter_each_and_train_on_the_documented_batches(model):
     """Sharded over 4 fake devices: each device holds N/4 examples (from the shardings), the
     epoch trains on exactly the batches :func:`train.loop.epoch_indices` documents (a
     one-device loop over them gives the same parameters up to float rounding), the
-    sharded evaluation equals the replicated one, and chunked epochs the resident ones."""
-    result = _python(_SHARDED, devices=4)
+    sharded evaluation equals the replicated one, and chunked epochs the resident ones.
+    ``tiny`` has batch norm (XLA's partitioner splits its step); ``cifar_quick`` has none
+    (each device takes its own gradients, added up by one flat all-reduce)."""
+    result = _python(_SHARDED.replace('"tiny"', f'"{model}"'), devices=4)
     assert result.returncode == 0 and "ok" in result.stdout, result.stdout + result.stderr
 
 
@@ -269,6 +272,25 @@ def test_two_processes_give_the_four_device_numbers_through_a_kill_and_resume(
         "train_mean.npy", "train_std.npy",
     ]  # fmt: skip
     assert config["coordinator_address"] is None  # a resume may meet elsewhere
+    for mine, theirs in zip(got, expected, strict=True):
+        assert mine["step"] == theirs["step"]
+        for key in ("train_loss", "test_loss", "learning_rate"):
+            assert mine[key] == pytest.approx(theirs[key], rel=1e-4), key
+        assert abs(mine["train_accuracy"] - theirs["train_accuracy"]) <= 1 / 64 + 1e-9
+        assert abs(mine["test_accuracy"] - theirs["test_accuracy"]) <= 1 / 32 + 1e-9
+
+
+def test_two_processes_give_the_four_device_numbers_without_batch_norm(tmp_path):
+    """A model without batch norm takes its gradients shard by shard and adds them up in
+    one flat all-reduce (:func:`train.loop.train_step`): across 2 processes x 2 devices
+    (gloo) that gives the numbers of 1 process x 4 devices up to float rounding."""
+    run = [*TINY, "--model", "cifar_quick", "--epochs", 2]
+    single, multi = tmp_path / "single", tmp_path / "multi"
+    reference = _train(*run, "--workdir", single, devices=4)
+    results = _finish([*_processes(*run, "--workdir", multi, port=_free_port()), reference])
+    assert [r[0] for r in results] == [0, 0, 0], results
+    expected, got = _records(single), _records(multi)
+    assert [r["epoch"] for r in got] == [1, 2]
     for mine, theirs in zip(got, expected, strict=True):
         assert mine["step"] == theirs["step"]
         for key in ("train_loss", "test_loss", "learning_rate"):

@@ -227,6 +227,14 @@ def _by_shard(state: TrainState, data_sharding: NamedSharding | None) -> bool:
     return data_sharding is not None and data_sharding.mesh.size > 1 and not state.batch_stats
 
 
+def _varying(x: jax.Array, axis: str) -> jax.Array:
+    """``x`` (the same on every device) marked as varying over ``axis`` in ``shard_map``:
+    ``lax.pcast`` in recent jax, ``lax.pvary`` before it was renamed."""
+    if hasattr(lax, "pcast"):
+        return lax.pcast(x, axis, to="varying")
+    return lax.pvary(x, axis)
+
+
 def _loss_and_grads_by_shard(
     state: TrainState, images: jax.Array, labels: jax.Array, data_sharding: NamedSharding
 ) -> tuple[jax.Array, jax.Array, optax.Params]:
@@ -246,7 +254,7 @@ def _loss_and_grads_by_shard(
 
     def part(params: optax.Params, images: jax.Array, labels: jax.Array):
         # Each device's gradient is its own (a custom gradient's, too: models/conv.py).
-        params = jax.tree.map(lambda p: lax.pcast(p, axis, to="varying"), params)
+        params = jax.tree.map(lambda p: _varying(p, axis), params)
 
         def loss_fn(params: optax.Params) -> tuple[jax.Array, jax.Array]:
             logits, _ = _forward(state, params, images, train=True)
