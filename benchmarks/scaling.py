@@ -47,6 +47,7 @@ LAYOUTS = [
     (1, 4, "chunked"),
     (2, 2, "resident"),
     (2, 2, "chunked"),
+    (2, 1, "resident"),  # one device per process: the layout of a real multi-host run
 ]
 GRIDS: dict[str, dict[str, Any]] = {
     "full": {
@@ -74,7 +75,7 @@ GRIDS: dict[str, dict[str, Any]] = {
         "batch_size": 16,
         "chunk_batches": 4,
         "epochs": 2,
-        "layouts": [(1, 1, "resident"), (1, 2, "chunked"), (2, 1, "resident")],
+        "layouts": [(1, 2, "resident"), (1, 2, "chunked"), (2, 1, "resident")],
     },
 }
 GRID_NOTES = {
@@ -210,7 +211,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def summarize(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """The issue's two ratios where both sides were measured.
+    """The issue's two ratios where both sides were measured, and 2 processes of one
+    device each against 1 process of two devices.
 
     Example:
       >>> rows = [{"processes": 1, "devices_per_process": 4, "mode": "resident",
@@ -230,7 +232,16 @@ def summarize(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
         for mode in ("resident", "chunked")
         if (2, 2, mode) in ips and (1, 4, mode) in ips
     }
-    return {"chunked_over_resident": chunked, "two_processes_over_one": processes}
+    one_device_each = {
+        mode: ips[2, 1, mode] / ips[1, 2, mode]
+        for mode in ("resident", "chunked")
+        if (2, 1, mode) in ips and (1, 2, mode) in ips
+    }
+    return {
+        "chunked_over_resident": chunked,
+        "two_processes_over_one": processes,
+        "one_device_per_process": one_device_each,
+    }
 
 
 def render(payload: dict[str, Any]) -> str:
@@ -258,6 +269,8 @@ def render(payload: dict[str, Any]) -> str:
         lines.append(f"* chunked / resident, {layout}: {ratio:.2f}")
     for mode, ratio in summary["two_processes_over_one"].items():
         lines.append(f"* 2 processes x 2 devices / 1 process x 4 devices ({mode}): {ratio:.2f}")
+    for mode, ratio in summary.get("one_device_per_process", {}).items():
+        lines.append(f"* 2 processes x 1 device / 1 process x 2 devices ({mode}): {ratio:.2f}")
     return "\n".join(lines) + "\n"
 
 

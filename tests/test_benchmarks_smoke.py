@@ -207,3 +207,19 @@ def test_step_profile_ablations_change_the_model_but_not_its_shapes():
     calls = forward().count("custom_vjp_call")  # models.conv's and max_pool's
     with step_profile.ablated("pools as subsampling"):
         assert forward().count("custom_vjp_call") == calls - 4  # 2 pools, 2 axes each
+
+
+def test_scaling_smoke_runs_every_layout_and_reports_its_ratios(tmp_path):
+    """benchmarks/scaling.py through real ``python -m train`` processes (two of them meeting
+    through jax.distributed for the 2 x 1 layout) on the smoke grid."""
+    from benchmarks import scaling
+
+    assert scaling.main(["--smoke", "--out-dir", str(tmp_path)]) == 0
+    md_path, json_path = _common.result_paths(tmp_path, "scaling")
+    payload = json.loads(json_path.read_text())
+    layouts = {(r["processes"], r["devices_per_process"], r["mode"]) for r in payload["rows"]}
+    assert layouts == set(scaling.GRIDS["smoke"]["layouts"])
+    assert all(r["images_per_s"] > 0 for r in payload["rows"])
+    assert set(payload["summary"]["chunked_over_resident"]) == {"1x2"}
+    assert set(payload["summary"]["one_device_per_process"]) == {"resident"}
+    assert "2 processes x 1 device / 1 process x 2 devices (resident)" in md_path.read_text()
