@@ -227,20 +227,29 @@ def summarize(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
         for p, d, mode in ips
         if mode == "resident" and (p, d, "chunked") in ips
     }
-    processes = {
-        mode: ips[2, 2, mode] / ips[1, 4, mode]
-        for mode in ("resident", "chunked")
-        if (2, 2, mode) in ips and (1, 4, mode) in ips
-    }
-    one_device_each = {
-        mode: ips[2, 1, mode] / ips[1, 2, mode]
-        for mode in ("resident", "chunked")
-        if (2, 1, mode) in ips and (1, 2, mode) in ips
-    }
     return {
         "chunked_over_resident": chunked,
-        "two_processes_over_one": processes,
-        "one_device_per_process": one_device_each,
+        **{
+            key: _layout_ratio(ips, top, bottom) for key, (top, bottom, _) in PROCESS_RATIOS.items()
+        },
+    }
+
+
+#: Summary key -> (processes, devices) over (processes, devices), and its report label.
+PROCESS_RATIOS = {
+    "two_processes_over_one": ((2, 2), (1, 4), "2 processes x 2 devices / 1 process x 4 devices"),
+    "one_device_per_process": ((2, 1), (1, 2), "2 processes x 1 device / 1 process x 2 devices"),
+}
+
+
+def _layout_ratio(
+    ips: dict[tuple[int, int, str], float], top: tuple[int, int], bottom: tuple[int, int]
+) -> dict[str, float]:
+    """images/s of layout ``top`` over layout ``bottom``, per data mode measured for both."""
+    return {
+        mode: ips[(*top, mode)] / ips[(*bottom, mode)]
+        for mode in ("resident", "chunked")
+        if (*top, mode) in ips and (*bottom, mode) in ips
     }
 
 
@@ -267,10 +276,9 @@ def render(payload: dict[str, Any]) -> str:
     lines += ["", "Ratios (target >= 0.9 on a GPU):", ""]
     for layout, ratio in summary["chunked_over_resident"].items():
         lines.append(f"* chunked / resident, {layout}: {ratio:.2f}")
-    for mode, ratio in summary["two_processes_over_one"].items():
-        lines.append(f"* 2 processes x 2 devices / 1 process x 4 devices ({mode}): {ratio:.2f}")
-    for mode, ratio in summary.get("one_device_per_process", {}).items():
-        lines.append(f"* 2 processes x 1 device / 1 process x 2 devices ({mode}): {ratio:.2f}")
+    for key, (_, _, label) in PROCESS_RATIOS.items():
+        for mode, ratio in summary[key].items():
+            lines.append(f"* {label} ({mode}): {ratio:.2f}")
     return "\n".join(lines) + "\n"
 
 
