@@ -11,6 +11,12 @@ device-resident (one jitted call per epoch) or in device-resident chunks of C ba
 trains). Two processes meet through ``jax.distributed`` on localhost (gloo collectives
 on a CPU).
 
+A second table times the one collective a step of a model without batch norm issues (an
+all-reduce of one flat float32 buffer: the gradients, the loss and the correct count)
+alone, in the same layouts: in one process it is a copy between threads; across
+processes it goes through gloo over TCP, each process free to use every core or pinned
+(``sched_setaffinity``) to cores of its own, as on separate hosts.
+
 ``images_per_s`` = training images of an epoch / its ``epoch_time`` (training only:
 compilation and evaluation excluded), the median over the epochs after the first. The
 peak device memory comes from ``jax.local_devices()[0].memory_stats()`` where the
@@ -32,6 +38,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import models
 from benchmarks import _common as C
 
 BENCHMARK = "scaling"
@@ -49,6 +56,8 @@ LAYOUTS = [
     (2, 2, "chunked"),
     (2, 1, "resident"),  # one device per process: the layout of a real multi-host run
 ]
+# (processes, devices per process, each process pinned to its own cores)
+ALLREDUCE_LAYOUTS = [(1, 2, False), (1, 4, False), (2, 1, False), (2, 1, True), (2, 2, False)]
 GRIDS: dict[str, dict[str, Any]] = {
     "full": {
         "model": "alexnet",
@@ -58,6 +67,8 @@ GRIDS: dict[str, dict[str, Any]] = {
         "chunk_batches": 16,
         "epochs": 4,
         "layouts": LAYOUTS,
+        "allreduce_layouts": ALLREDUCE_LAYOUTS,
+        "allreduce_repeats": 200,
     },
     "reduced": {
         "model": "lenet5",
@@ -67,6 +78,8 @@ GRIDS: dict[str, dict[str, Any]] = {
         "chunk_batches": 8,
         "epochs": 3,
         "layouts": LAYOUTS,
+        "allreduce_layouts": ALLREDUCE_LAYOUTS,
+        "allreduce_repeats": 100,
     },
     "smoke": {
         "model": "tiny",
@@ -76,6 +89,8 @@ GRIDS: dict[str, dict[str, Any]] = {
         "chunk_batches": 4,
         "epochs": 2,
         "layouts": [(1, 2, "resident"), (1, 2, "chunked"), (2, 1, "resident")],
+        "allreduce_layouts": [(1, 2, False), (2, 1, True)],
+        "allreduce_repeats": 3,
     },
 }
 GRID_NOTES = {
@@ -96,6 +111,77 @@ stats = jax.local_devices()[0].memory_stats() or {}
 print("MEMORY " + json.dumps({k: stats.get(k) for k in ("peak_bytes_in_use", "bytes_limit")}))
 sys.exit(code)
 """
+
+
+_ALLREDUCE_CHILD = """
+import json, os, sys, time
+size, repeats, coordinator, processes, process_id, cores = sys.argv[1:7]
+if cores:
+    os.sched_setaffinity(0, map(int, cores.split(",")))
+import jax, numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+if int(processes) > 1:
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(coordinator, int(processes), int(process_id))
+mesh = Mesh(np.array(jax.devices()), ("data",))
+spec = P("data")
+reduce = jax.jit(jax.shard_map(
+    lambda x: jax.lax.psum(x, "data"), mesh=mesh, in_specs=spec, out_specs=spec))
+local = np.ones((jax.local_device_count(), int(size)), np.float32)
+x = jax.make_array_from_process_local_data(NamedSharding(mesh, spec), local)
+times = []
+for i in range(10 + int(repeats)):
+    start = time.perf_counter()
+    reduce(x).block_until_ready()
+    if i >= 10:
+        times.append(time.perf_counter() - start)
+print("ALLREDUCE " + json.dumps(times))
+"""
+
+
+def allreduce_times(
+    size: int, processes: int, devices: int, pinned: bool, repeats: int
+) -> list[float]:
+    """Seconds of each of ``repeats`` all-reduces of ``size`` float32 per device (after 10
+    not timed), in ``processes`` fresh CPU processes of ``devices`` devices each; with
+    ``pinned``, process i runs on the i-th equal share of this machine's cores."""
+    env = dict(
+        os.environ,
+        JAX_PLATFORMS="cpu",
+        XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+    )
+    coordinator = f"localhost:{_free_port()}"
+    cores = sorted(os.sched_getaffinity(0))
+    share = max(1, len(cores) // processes)
+
+    def pin(i: int) -> str:
+        return ",".join(map(str, cores[i * share : (i + 1) * share] or cores)) if pinned else ""
+
+    children = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                _ALLREDUCE_CHILD,
+                str(size),
+                str(repeats),
+                coordinator,
+                str(processes),
+                str(i),
+                pin(i),
+            ],
+            env=env,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for i in range(processes)
+    ]
+    outputs = [child.communicate(timeout=600) for child in children]
+    for child, (_out, err) in zip(children, outputs, strict=True):
+        if child.returncode != 0:
+            raise RuntimeError(f"all-reduce {processes}x{devices} failed: {err.strip()}")
+    return json.loads(outputs[0][0].strip().splitlines()[-1].removeprefix("ALLREDUCE "))
 
 
 def _free_port() -> int:
@@ -196,10 +282,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             row = run_layout(grid, processes, devices, mode, Path(tmp) / str(i))
             rows.append(row)
             C.log(f"  {processes}x{devices} {mode}: {row['images_per_s']:.0f} img/s")
+    floats = models.param_count(grid["model"], grid["shape"], 10) + 2  # + loss, correct
+    allreduce = []
+    for processes, devices, pinned in grid["allreduce_layouts"]:
+        times = allreduce_times(floats, processes, devices, pinned, grid["allreduce_repeats"])
+        allreduce.append(
+            {"processes": processes, "devices_per_process": devices, "pinned": pinned,
+             "floats": floats, "median_ms": 1e3 * C.median(times),
+             "min_ms": 1e3 * min(times), "max_ms": 1e3 * max(times)}
+        )  # fmt: skip
+        C.log(f"  all-reduce {processes}x{devices}{' pinned' if pinned else ''}: "
+              f"{allreduce[-1]['median_ms']:.2f} ms")  # fmt: skip
     payload = {
         **head,
         "load_average": os.getloadavg(),
         "rows": rows,
+        "allreduce": allreduce,
         "summary": summarize(rows),
         "targets": "on a GPU: chunked >= 0.9x resident at batch >= 128; 2 processes x 2 "
         "devices >= 0.9x 1 process x 4 devices",
@@ -279,6 +377,32 @@ def render(payload: dict[str, Any]) -> str:
     for key, (_, _, label) in PROCESS_RATIOS.items():
         for mode, ratio in summary[key].items():
             lines.append(f"* {label} ({mode}): {ratio:.2f}")
+    if payload.get("allreduce"):
+        floats = payload["allreduce"][0]["floats"]
+        lines += [
+            "",
+            f"The all-reduce of one step's {floats:,} float32 (gradients, loss, correct count) "
+            "alone, on CPU devices (ms; across processes through gloo over TCP):",
+            "",
+            C.markdown_table(
+                [
+                    "processes x devices",
+                    "each process pinned to its own cores",
+                    "median",
+                    "min",
+                    "max",
+                ],
+                [
+                    [
+                        f"{r['processes']} x {r['devices_per_process']}",
+                        "yes" if r["pinned"] else "no",
+                        *(f"{r[k]:.2f}" for k in ("median_ms", "min_ms", "max_ms")),
+                    ]
+                    for r in payload["allreduce"]
+                ],
+                align="llrrr",
+            ),
+        ]
     return "\n".join(lines) + "\n"
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import jax
 import pytest
 
+import models
 from benchmarks import _common
 
 ROW_KEYS = {
@@ -223,3 +224,8 @@ def test_scaling_smoke_runs_every_layout_and_reports_its_ratios(tmp_path):
     assert set(payload["summary"]["chunked_over_resident"]) == {"1x2"}
     assert set(payload["summary"]["one_device_per_process"]) == {"resident"}
     assert "2 processes x 1 device / 1 process x 2 devices (resident)" in md_path.read_text()
+    probes = {(r["processes"], r["devices_per_process"], r["pinned"]) for r in payload["allreduce"]}
+    assert probes == set(scaling.GRIDS["smoke"]["allreduce_layouts"])
+    assert all(0 < r["min_ms"] <= r["median_ms"] <= r["max_ms"] for r in payload["allreduce"])
+    floats = models.param_count("tiny", (8, 8, 1)) + 2  # the step's flat buffer
+    assert {r["floats"] for r in payload["allreduce"]} == {floats}
