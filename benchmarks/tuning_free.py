@@ -325,13 +325,28 @@ def summarize(rows: Sequence[dict[str, Any]]) -> dict[tuple[str, str, str], dict
     return out
 
 
+#: The library's own optimizers of the grid; every other one comes from optax or
+#: optax.contrib: the alternatives a user has without this library.
+LIBRARY_OPTIMIZERS = frozenset(
+    {VARIANT, "schedule_free_polyak", "tuning_free_nesterov", "adaptive_nesterov"}
+)
+
+
 def verdicts(
     stats: dict[tuple[str, str, str], dict[str, Any]], variant: str = VARIANT
 ) -> list[dict[str, Any]]:
     """The issue's goal per (problem, schedule): the variant's mean against the best peer.
 
-    ``verdict`` is ``best`` (highest mean of all), ``within 0.3`` (at most 0.3 points below
-    the best peer) or ``short``.
+    Judged twice: against every other optimizer of the grid (``best_peer``, ``verdict``),
+    and against optax's alone, the library's other presets left out (``best_optax_peer``,
+    ``optax_verdict``). A verdict is ``best`` (above every peer's mean), ``within 0.3`` (at
+    most 0.3 points below the best peer) or ``short``.
+
+    Example:
+      >>> stats = {("p", o, "constant"): {"mean": m} for o, m in
+      ...          [(VARIANT, 0.80), ("schedule_free_polyak", 0.81), ("adam", 0.79)]}
+      >>> [(v["verdict"], v["optax_verdict"]) for v in verdicts(stats)]
+      [('short', 'best')]
     """
     out = []
     for problem, schedule in sorted({(p, s) for p, _, s in stats}):
@@ -343,24 +358,37 @@ def verdicts(
         if (problem, variant, schedule) not in stats or not peers:
             continue
         mine = stats[(problem, variant, schedule)]["mean"]
-        best_peer = max(peers, key=peers.get)
-        gap = 100 * (mine - peers[best_peer])
-        verdict = "best" if gap > 0 else ("within 0.3" if gap >= -0.3 else "short")
-        rank = 1 + sum(v > mine for v in peers.values())
-        out.append(
-            {
-                "problem": problem,
-                "schedule": schedule,
-                "variant": mine,
-                "best_peer": best_peer,
-                "best_peer_accuracy": peers[best_peer],
-                "gap_points": gap,
-                "rank": rank,
-                "of": len(peers) + 1,
-                "verdict": verdict,
-            }
-        )
+        judged = {"problem": problem, "schedule": schedule, "variant": mine}
+        judged.update(_judge(mine, peers))
+        optax_peers = {o: v for o, v in peers.items() if o not in LIBRARY_OPTIMIZERS}
+        if optax_peers:
+            judged.update({_OPTAX_KEYS[k]: v for k, v in _judge(mine, optax_peers).items()})
+        out.append(judged)
     return out
+
+
+_OPTAX_KEYS = {
+    "best_peer": "best_optax_peer",
+    "best_peer_accuracy": "best_optax_peer_accuracy",
+    "gap_points": "optax_gap_points",
+    "rank": "optax_rank",
+    "of": "optax_of",
+    "verdict": "optax_verdict",
+}
+
+
+def _judge(mine: float, peers: dict[str, float]) -> dict[str, Any]:
+    """``mine`` against the best of ``peers`` (name -> mean accuracy)."""
+    best_peer = max(peers, key=peers.get)
+    gap = 100 * (mine - peers[best_peer])
+    return {
+        "best_peer": best_peer,
+        "best_peer_accuracy": peers[best_peer],
+        "gap_points": gap,
+        "rank": 1 + sum(v > mine for v in peers.values()),
+        "of": len(peers) + 1,
+        "verdict": "best" if gap > 0 else ("within 0.3" if gap >= -0.3 else "short"),
+    }
 
 
 def target_of(head: dict[str, Any], problem: str) -> float:
@@ -408,6 +436,10 @@ def markdown(head: dict[str, Any], rows: Sequence[dict[str, Any]]) -> str:
                     "gap (points)",
                     "rank",
                     "verdict",
+                    "best optax peer",
+                    "peer (%)",
+                    "gap (points)",
+                    "verdict against optax",
                 ],
                 [
                     [
@@ -419,6 +451,16 @@ def markdown(head: dict[str, Any], rows: Sequence[dict[str, Any]]) -> str:
                         f"{v['gap_points']:+.2f}",
                         f"{v['rank']}/{v['of']}",
                         v["verdict"],
+                        *(
+                            [
+                                v["best_optax_peer"],
+                                f"{100 * v['best_optax_peer_accuracy']:.2f}",
+                                f"{v['optax_gap_points']:+.2f}",
+                                v["optax_verdict"],
+                            ]
+                            if "optax_verdict" in v
+                            else ["-"] * 4
+                        ),
                     ]
                     for v in judged
                 ],
