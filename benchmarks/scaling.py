@@ -17,6 +17,11 @@ alone, in the same layouts: in one process it is a copy between threads; across
 processes it goes through gloo over TCP, each process free to use every core or pinned
 (``sched_setaffinity``) to cores of its own, as on separate hosts.
 
+A third table runs the process ratio's two layouts (1 x 4 and 2 x 2, resident) again at
+larger batches (``batch_sweep``; at least 16 batches an epoch): the second process adds
+about one all-reduce's time to every step, whatever the batch, so its share shrinks as
+a step's work grows.
+
 ``images_per_s`` = training images of an epoch / its ``epoch_time`` (training only:
 compilation and evaluation excluded), the median over the epochs after the first. The
 peak device memory comes from ``jax.local_devices()[0].memory_stats()`` where the
@@ -69,6 +74,7 @@ GRIDS: dict[str, dict[str, Any]] = {
         "layouts": LAYOUTS,
         "allreduce_layouts": ALLREDUCE_LAYOUTS,
         "allreduce_repeats": 200,
+        "batch_sweep": (1024, 2048),
     },
     "reduced": {
         "model": "lenet5",
@@ -80,6 +86,7 @@ GRIDS: dict[str, dict[str, Any]] = {
         "layouts": LAYOUTS,
         "allreduce_layouts": ALLREDUCE_LAYOUTS,
         "allreduce_repeats": 100,
+        "batch_sweep": (512, 1024),
     },
     "smoke": {
         "model": "tiny",
@@ -91,6 +98,7 @@ GRIDS: dict[str, dict[str, Any]] = {
         "layouts": [(1, 2, "resident"), (1, 2, "chunked"), (2, 1, "resident")],
         "allreduce_layouts": [(1, 2, False), (2, 1, True)],
         "allreduce_repeats": 3,
+        "batch_sweep": (32,),
     },
 }
 GRID_NOTES = {
@@ -293,11 +301,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         )  # fmt: skip
         C.log(f"  all-reduce {processes}x{devices}{' pinned' if pinned else ''}: "
               f"{allreduce[-1]['median_ms']:.2f} ms")  # fmt: skip
+    sweep = batch_sweep(grid, Path(tempfile.gettempdir()))
     payload = {
         **head,
         "load_average": os.getloadavg(),
         "rows": rows,
         "allreduce": allreduce,
+        "batch_sweep": sweep,
         "summary": summarize(rows),
         "targets": "on a GPU: chunked >= 0.9x resident at batch >= 128; 2 processes x 2 "
         "devices >= 0.9x 1 process x 4 devices",
@@ -306,6 +316,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     C.write_results(args.out_dir, BENCHMARK, payload, markdown)
     print(markdown)
     return 0
+
+
+def batch_sweep(grid: dict[str, Any], tmp: Path) -> list[dict[str, Any]]:
+    """1 x 4 and 2 x 2 (resident) at each of ``grid["batch_sweep"]``'s batch sizes: one
+    row per batch size with both images/s, their ratio and the milliseconds a step the
+    second process adds."""
+    out = []
+    for batch in grid.get("batch_sweep", ()):
+        sized = dict(grid, batch_size=batch, train_size=max(grid["train_size"], 16 * batch))
+        ips = {}
+        for processes, devices in ((1, 4), (2, 2)):
+            with tempfile.TemporaryDirectory(dir=tmp) as workdir:
+                row = run_layout(sized, processes, devices, "resident", Path(workdir))
+            ips[processes, devices] = row["images_per_s"]
+        one, two = ips[1, 4], ips[2, 2]
+        out.append(
+            {"batch_size": batch, "one_process_images_per_s": one,
+             "two_processes_images_per_s": two, "ratio": two / one,
+             "added_ms_per_step": 1e3 * batch * (1 / two - 1 / one)}
+        )  # fmt: skip
+        C.log(f"  batch {batch}: 2x2 / 1x4 {two / one:.2f}")
+    return out
 
 
 def summarize(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -377,6 +409,33 @@ def render(payload: dict[str, Any]) -> str:
     for key, (_, _, label) in PROCESS_RATIOS.items():
         for mode, ratio in summary[key].items():
             lines.append(f"* {label} ({mode}): {ratio:.2f}")
+    if payload.get("batch_sweep"):
+        lines += [
+            "",
+            "2 processes x 2 devices against 1 process x 4 (resident) at larger batches "
+            f"(at least 16 batches an epoch; batch {s['batch_size']} is the table above):",
+            "",
+            C.markdown_table(
+                [
+                    "batch",
+                    "1 x 4 images/s",
+                    "2 x 2 images/s",
+                    "2 x 2 / 1 x 4",
+                    "ms a step the second process adds",
+                ],
+                [
+                    [
+                        str(r["batch_size"]),
+                        f"{r['one_process_images_per_s']:.0f}",
+                        f"{r['two_processes_images_per_s']:.0f}",
+                        f"{r['ratio']:.2f}",
+                        f"{r['added_ms_per_step']:.1f}",
+                    ]
+                    for r in payload["batch_sweep"]
+                ],
+                align="lrrrr",
+            ),
+        ]
     if payload.get("allreduce"):
         floats = payload["allreduce"][0]["floats"]
         lines += [

@@ -227,5 +227,10 @@ def test_scaling_smoke_runs_every_layout_and_reports_its_ratios(tmp_path):
     probes = {(r["processes"], r["devices_per_process"], r["pinned"]) for r in payload["allreduce"]}
     assert probes == set(scaling.GRIDS["smoke"]["allreduce_layouts"])
     assert all(0 < r["min_ms"] <= r["median_ms"] <= r["max_ms"] for r in payload["allreduce"])
+    sweep = payload["batch_sweep"]
+    assert [r["batch_size"] for r in sweep] == list(scaling.GRIDS["smoke"]["batch_sweep"])
+    for r in sweep:
+        ratio = r["two_processes_images_per_s"] / r["one_process_images_per_s"]
+        assert r["ratio"] == pytest.approx(ratio)
     floats = models.param_count("tiny", (8, 8, 1)) + 2  # the step's flat buffer
     assert {r["floats"] for r in payload["allreduce"]} == {floats}
