@@ -165,31 +165,42 @@ def allreduce_times(
     def pin(i: int) -> str:
         return ",".join(map(str, cores[i * share : (i + 1) * share] or cores)) if pinned else ""
 
+    argvs = [
+        [str(size), str(repeats), coordinator, str(processes), str(i), pin(i)]
+        for i in range(processes)
+    ]
+    return _report_of_children(
+        _ALLREDUCE_CHILD, argvs, [env] * processes, "ALLREDUCE", f"all-reduce {processes}x{devices}"
+    )
+
+
+def _report_of_children(
+    script: str,
+    argvs: Sequence[Sequence[str]],
+    envs: Sequence[dict[str, str]],
+    prefix: str,
+    what: str,
+    timeout: float = 600,
+) -> Any:
+    """Runs ``python -c script`` once per argument list (all at once, in the repository),
+    waits for all of them, and returns the JSON that the first one printed on its last
+    line after ``prefix``; a child that fails raises ``RuntimeError`` naming ``what``."""
     children = [
         subprocess.Popen(
-            [
-                sys.executable,
-                "-c",
-                _ALLREDUCE_CHILD,
-                str(size),
-                str(repeats),
-                coordinator,
-                str(processes),
-                str(i),
-                pin(i),
-            ],
+            [sys.executable, "-c", script, *argv],
+            cwd=REPO,
             env=env,
             text=True,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
         )
-        for i in range(processes)
+        for argv, env in zip(argvs, envs, strict=True)
     ]
-    outputs = [child.communicate(timeout=600) for child in children]
+    outputs = [child.communicate(timeout=timeout) for child in children]
     for child, (_out, err) in zip(children, outputs, strict=True):
         if child.returncode != 0:
-            raise RuntimeError(f"all-reduce {processes}x{devices} failed: {err.strip()}")
-    return json.loads(outputs[0][0].strip().splitlines()[-1].removeprefix("ALLREDUCE "))
+            raise RuntimeError(f"{what} failed: {err.strip()}")
+    return json.loads(outputs[0][0].strip().splitlines()[-1].removeprefix(f"{prefix} "))
 
 
 def _free_port() -> int:
@@ -237,26 +248,13 @@ def run_layout(
             envs = [env] * processes
     else:
         commands, envs = [args], [env]
-    children = [
-        subprocess.Popen(
-            [sys.executable, "-c", _CHILD, *command],
-            cwd=REPO,
-            env=e,
-            text=True,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
-        for command, e in zip(commands, envs, strict=True)
-    ]
-    outputs = [child.communicate(timeout=3600) for child in children]
-    for child, (_out, err) in zip(children, outputs, strict=True):
-        if child.returncode != 0:
-            raise RuntimeError(f"layout {processes}x{devices} {mode} failed: {err.strip()}")
+    memory = _report_of_children(
+        _CHILD, commands, envs, "MEMORY", f"layout {processes}x{devices} {mode}", timeout=3600
+    )
     records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
     derived = json.loads((workdir / "config.json").read_text())["derived"]
     images = derived["steps_per_epoch"] * grid["batch_size"]
     times = [r["epoch_time"] for r in records[1:]] or [records[0]["epoch_time"]]
-    memory = json.loads(outputs[0][0].strip().splitlines()[-1].removeprefix("MEMORY "))
     return {
         "processes": processes,
         "devices_per_process": devices,
@@ -301,7 +299,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )  # fmt: skip
         C.log(f"  all-reduce {processes}x{devices}{' pinned' if pinned else ''}: "
               f"{allreduce[-1]['median_ms']:.2f} ms")  # fmt: skip
-    sweep = batch_sweep(grid, Path(tempfile.gettempdir()))
+    sweep = batch_sweep(grid)
     payload = {
         **head,
         "load_average": os.getloadavg(),
@@ -318,19 +316,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def batch_sweep(grid: dict[str, Any], tmp: Path) -> list[dict[str, Any]]:
-    """1 x 4 and 2 x 2 (resident) at each of ``grid["batch_sweep"]``'s batch sizes: one
-    row per batch size with both images/s, their ratio and the milliseconds a step the
-    second process adds."""
+def batch_sweep(grid: dict[str, Any]) -> list[dict[str, Any]]:
+    """The layouts of the process ratio (``PROCESS_RATIOS["two_processes_over_one"]``,
+    resident) at each of ``grid["batch_sweep"]``'s batch sizes: one row per batch size
+    with both images/s, their ratio and the milliseconds a step the second process adds."""
+    two_layout, one_layout, _ = PROCESS_RATIOS["two_processes_over_one"]
     out = []
     for batch in grid.get("batch_sweep", ()):
         sized = dict(grid, batch_size=batch, train_size=max(grid["train_size"], 16 * batch))
-        ips = {}
-        for processes, devices in ((1, 4), (2, 2)):
-            with tempfile.TemporaryDirectory(dir=tmp) as workdir:
-                row = run_layout(sized, processes, devices, "resident", Path(workdir))
-            ips[processes, devices] = row["images_per_s"]
-        one, two = ips[1, 4], ips[2, 2]
+        one, two = (_resident_images_per_s(sized, *layout) for layout in (one_layout, two_layout))
         out.append(
             {"batch_size": batch, "one_process_images_per_s": one,
              "two_processes_images_per_s": two, "ratio": two / one,
@@ -338,6 +332,11 @@ def batch_sweep(grid: dict[str, Any], tmp: Path) -> list[dict[str, Any]]:
         )  # fmt: skip
         C.log(f"  batch {batch}: 2x2 / 1x4 {two / one:.2f}")
     return out
+
+
+def _resident_images_per_s(grid: dict[str, Any], processes: int, devices: int) -> float:
+    with tempfile.TemporaryDirectory() as workdir:
+        return run_layout(grid, processes, devices, "resident", Path(workdir))["images_per_s"]
 
 
 def summarize(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
