@@ -337,15 +337,15 @@ def verdicts(
 ) -> list[dict[str, Any]]:
     """The issue's goal per (problem, schedule): the variant's mean against the best peer.
 
-    Judged twice: against every other optimizer of the grid (``best_peer``, ``verdict``),
-    and against optax's alone, the library's other presets left out (``best_optax_peer``,
-    ``optax_verdict``). A verdict is ``best`` (above every peer's mean), ``within 0.3`` (at
-    most 0.3 points below the best peer) or ``short``.
+    Judged twice: against every other optimizer of the grid (``best_peer``, ``verdict``,
+    ...), and under ``against_optax`` the same keys against optax's optimizers alone, the
+    library's other presets left out. A verdict is ``best`` (above every peer's mean),
+    ``within 0.3`` (at most 0.3 points below the best peer) or ``short``.
 
     Example:
       >>> stats = {("p", o, "constant"): {"mean": m} for o, m in
       ...          [(VARIANT, 0.80), ("schedule_free_polyak", 0.81), ("adam", 0.79)]}
-      >>> [(v["verdict"], v["optax_verdict"]) for v in verdicts(stats)]
+      >>> [(v["verdict"], v["against_optax"]["verdict"]) for v in verdicts(stats)]
       [('short', 'best')]
     """
     out = []
@@ -362,19 +362,9 @@ def verdicts(
         judged.update(_judge(mine, peers))
         optax_peers = {o: v for o, v in peers.items() if o not in LIBRARY_OPTIMIZERS}
         if optax_peers:
-            judged.update({_OPTAX_KEYS[k]: v for k, v in _judge(mine, optax_peers).items()})
+            judged["against_optax"] = _judge(mine, optax_peers)
         out.append(judged)
     return out
-
-
-_OPTAX_KEYS = {
-    "best_peer": "best_optax_peer",
-    "best_peer_accuracy": "best_optax_peer_accuracy",
-    "gap_points": "optax_gap_points",
-    "rank": "optax_rank",
-    "of": "optax_of",
-    "verdict": "optax_verdict",
-}
 
 
 def _judge(mine: float, peers: dict[str, float]) -> dict[str, Any]:
@@ -453,12 +443,12 @@ def markdown(head: dict[str, Any], rows: Sequence[dict[str, Any]]) -> str:
                         v["verdict"],
                         *(
                             [
-                                v["best_optax_peer"],
-                                f"{100 * v['best_optax_peer_accuracy']:.2f}",
-                                f"{v['optax_gap_points']:+.2f}",
-                                v["optax_verdict"],
+                                o["best_peer"],
+                                f"{100 * o['best_peer_accuracy']:.2f}",
+                                f"{o['gap_points']:+.2f}",
+                                o["verdict"],
                             ]
-                            if "optax_verdict" in v
+                            if (o := v.get("against_optax"))
                             else ["-"] * 4
                         ),
                     ]
