@@ -3,7 +3,8 @@
 ``python -m train --coordinator-address HOST:PORT --num-processes P --process-id I`` (or,
 with none of the three, JAX's own detection on SLURM and the other clusters it knows,
 when the job has several tasks) calls ``jax.distributed.initialize`` before anything
-touches a device; on CPU it selects the gloo collectives first. Every process then runs
+touches a device; on CPU it selects the gloo collectives first and puts the process under
+``SCHED_BATCH`` (:mod:`train.cpu_scheduling`). Every process then runs
 the same :func:`train.run.run` over a mesh of all devices.
 
 What plain ``jax.distributed`` does not give, built on its key-value store:
@@ -20,8 +21,10 @@ What plain ``jax.distributed`` does not give, built on its key-value store:
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import os
+import pkgutil
 import socket
 import sys
 import threading
@@ -30,6 +33,7 @@ from typing import Any
 
 import jax
 
+from train import cpu_scheduling
 from train.config import Config
 
 _PREFIX = "polyak_optax/train"
@@ -71,6 +75,8 @@ def initialize(config: Config) -> None:
         raise DistributedError("--num-processes: needs --coordinator-address HOST:PORT")
     if jax.config.jax_platforms in (None, "", "cpu") or "cpu" in str(jax.config.jax_platforms):
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
+        if _cpu_only():  # before jax starts its threads, which inherit the policy
+            cpu_scheduling.apply()
     deadline = time.monotonic() + timeout
     if config.coordinator_address is not None and config.process_id not in (None, 0):
         _wait_for_coordinator(config.coordinator_address, timeout, deadline)
@@ -133,6 +139,21 @@ def _watch_the_join(deadline: float, message: str) -> Any:
 
     threading.Thread(target=watch, name="join-watchdog", daemon=True).start()
     return joined
+
+
+def _cpu_only() -> bool:
+    """Whether this process will run on the CPU alone: ``JAX_PLATFORMS`` says so, or it is
+    unset and no GPU or TPU plugin is installed (decided without starting a backend)."""
+    named = [p.strip() for p in str(jax.config.jax_platforms or "").split(",") if p.strip()]
+    if named:
+        return named == ["cpu"]
+    try:
+        import jax_plugins  # the namespace of the CUDA and ROCm plugins
+    except ImportError:
+        plugins = False
+    else:
+        plugins = any(True for _ in pkgutil.iter_modules(jax_plugins.__path__))
+    return not plugins and importlib.util.find_spec("libtpu") is None
 
 
 def _wait_for_coordinator(address: str, timeout: float, deadline: float) -> None:

@@ -1,0 +1,100 @@
+"""train.cpu_scheduling: a multi-process CPU run puts all its threads under SCHED_BATCH.
+
+Each check runs in fresh processes, so that the test process keeps its own scheduling.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from train import cpu_scheduling
+
+REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.skipif(not hasattr(os, "SCHED_BATCH"), reason="SCHED_BATCH is Linux's")
+
+THREADS = """
+import json, os, threading
+from train import cpu_scheduling
+os.nice(3)
+stop = threading.Event()
+before = threading.Thread(target=stop.wait)
+before.start()
+moved = cpu_scheduling.apply()
+after = threading.Thread(target=stop.wait)
+after.start()
+print(json.dumps([moved, sorted(cpu_scheduling.policies()), os.nice(0)]))
+stop.set()
+"""
+
+
+def _run(script: str, **env: str) -> subprocess.CompletedProcess:
+    full = {k: v for k, v in os.environ.items() if k != cpu_scheduling.OPT_OUT}
+    full.update(env, JAX_PLATFORMS="cpu", PYTHONPATH=str(REPO))
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(script)],
+        cwd=REPO, env=full, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+
+
+def test_every_thread_started_before_or_after_is_batch_and_keeps_its_nice_value():
+    out = _run(THREADS)
+    assert out.returncode == 0, out.stderr[-2000:]
+    moved, policies, nice = json.loads(out.stdout)
+    assert moved >= 2  # the main thread and the one started before
+    assert policies == [os.SCHED_BATCH]
+    assert nice == os.nice(0) + 3
+
+
+def test_opting_out_changes_nothing():
+    out = _run(THREADS, **{cpu_scheduling.OPT_OUT: "0"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert json.loads(out.stdout)[:2] == [0, [os.SCHED_OTHER]]
+
+
+JOIN = """
+import sys, jax, jax.numpy as jnp, numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from train import cpu_scheduling, distributed
+from train.config import Config
+port, process_id = sys.argv[1:3]
+distributed.initialize(Config(
+    coordinator_address=f"localhost:{port}", num_processes=2, process_id=int(process_id)))
+mesh = Mesh(np.array(jax.devices()), ("data",))
+x = jax.make_array_from_process_local_data(
+    NamedSharding(mesh, P("data")), np.full((1, 4), int(process_id) + 1, np.float32))
+total = jax.jit(jax.shard_map(
+    lambda v: jax.lax.psum(v, "data"), mesh=mesh, in_specs=P("data"), out_specs=P("data")))(x)
+print(float(total.addressable_shards[0].data[0, 0]), sorted(cpu_scheduling.policies()))
+"""
+
+
+def test_the_processes_of_a_cpu_run_and_all_their_threads_are_batch_scheduled():
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        port = s.getsockname()[1]
+    full = {k: v for k, v in os.environ.items() if k != cpu_scheduling.OPT_OUT}
+    full.update(JAX_PLATFORMS="cpu", PYTHONPATH=str(REPO))
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-c", textwrap.dedent(JOIN), str(port), str(i)],
+            cwd=REPO,
+            env=full,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    outputs = [child.communicate(timeout=300) for child in children]
+    for child, (out, err) in zip(children, outputs, strict=True):
+        assert child.returncode == 0, err[-2000:]
+        # the all-reduce went through gloo's threads, started after the switch
+        assert out.splitlines()[-1].split() == ["3.0", f"[{os.SCHED_BATCH}]"]
