@@ -9,13 +9,15 @@ process), the data set sharded over the ``P x D`` devices, the training set eith
 device-resident (one jitted call per epoch) or in device-resident chunks of C batches
 (``--data-mode chunked``: chunk i + 1 gathered on the host and copied while chunk i
 trains). Two processes meet through ``jax.distributed`` on localhost (gloo collectives
-on a CPU).
+on a CPU, each process pinned to its own share of the cores, as on hosts of their own, and
+under ``SCHED_BATCH``, as the training app puts them: :mod:`train.cpu_scheduling`).
 
 A second table times the one collective a step of a model without batch norm issues (an
 all-reduce of one flat float32 buffer: the gradients, the loss and the correct count)
 alone, in the same layouts: in one process it is a copy between threads; across
 processes it goes through gloo over TCP, each process free to use every core or pinned
-(``sched_setaffinity``) to cores of its own, as on separate hosts.
+(``sched_setaffinity``) to cores of its own, as on separate hosts, and with or without
+``SCHED_BATCH``.
 
 A third table runs the process ratio's two layouts (1 x 4 and 2 x 2, resident) again at
 larger batches (``batch_sweep``; at least 16 batches an epoch): the second process adds
@@ -61,8 +63,18 @@ LAYOUTS = [
     (2, 2, "chunked"),
     (2, 1, "resident"),  # one device per process: the layout of a real multi-host run
 ]
-# (processes, devices per process, each process pinned to its own cores)
-ALLREDUCE_LAYOUTS = [(1, 2, False), (1, 4, False), (2, 1, False), (2, 1, True), (2, 2, False)]
+# (processes, devices per process, each process pinned to its own cores, under SCHED_BATCH
+# as the training app puts a multi-process CPU run: train.cpu_scheduling)
+ALLREDUCE_LAYOUTS = [
+    (1, 2, False, False),
+    (1, 4, False, False),
+    (2, 1, False, False),
+    (2, 1, False, True),
+    (2, 1, True, False),
+    (2, 1, True, True),
+    (2, 2, False, True),
+    (2, 2, True, True),
+]
 GRIDS: dict[str, dict[str, Any]] = {
     "full": {
         "model": "alexnet",
@@ -82,7 +94,7 @@ GRIDS: dict[str, dict[str, Any]] = {
         "train_size": 4096,
         "batch_size": 128,
         "chunk_batches": 8,
-        "epochs": 3,
+        "epochs": 5,
         "layouts": LAYOUTS,
         "allreduce_layouts": ALLREDUCE_LAYOUTS,
         "allreduce_repeats": 100,
@@ -96,7 +108,7 @@ GRIDS: dict[str, dict[str, Any]] = {
         "chunk_batches": 4,
         "epochs": 2,
         "layouts": [(1, 2, "resident"), (1, 2, "chunked"), (2, 1, "resident")],
-        "allreduce_layouts": [(1, 2, False), (2, 1, True)],
+        "allreduce_layouts": [(1, 2, False, False), (2, 1, True, True)],
         "allreduce_repeats": 3,
         "batch_sweep": (32,),
     },
@@ -104,14 +116,17 @@ GRIDS: dict[str, dict[str, Any]] = {
 GRID_NOTES = {
     "full": "",
     "reduced": "CPU grid: LeNet-5 on synthetic 28x28x1 images, 4096 per epoch, batch 128, "
-    "chunks of 8 batches, 3 epochs (2 timed). The devices are fake CPU devices sharing the "
+    "chunks of 8 batches, 5 epochs (4 timed). The devices are fake CPU devices sharing the "
     "same cores, so more devices cannot be faster here: the numbers show the overheads of "
     "sharding, chunking and a second process, not a speed-up.",
     "smoke": "smoke test: the tiny test model; the numbers mean nothing.",
 }
 
 _CHILD = """
-import json, sys
+import json, os, sys
+cores = os.environ.pop("SCALING_CORES", "")
+if cores:  # before jax sizes its thread pool from the affinity
+    os.sched_setaffinity(0, map(int, cores.split(",")))
 import jax
 from train.cli import main
 code = main(sys.argv[1:])
@@ -123,9 +138,12 @@ sys.exit(code)
 
 _ALLREDUCE_CHILD = """
 import json, os, sys, time
-size, repeats, coordinator, processes, process_id, cores = sys.argv[1:7]
+size, repeats, coordinator, processes, process_id, cores, batch = sys.argv[1:8]
 if cores:
     os.sched_setaffinity(0, map(int, cores.split(",")))
+if batch == "1":
+    from train import cpu_scheduling
+    cpu_scheduling.apply()
 import jax, numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 if int(processes) > 1:
@@ -147,28 +165,38 @@ print("ALLREDUCE " + json.dumps(times))
 """
 
 
+def core_share(i: int, processes: int) -> str:
+    """The cores (comma-separated) of process ``i`` of ``processes`` on this machine: its
+    equal share of the cores this process may use, as if each had a host of its own.
+
+    Example:
+      >>> import os
+      >>> core_share(0, 1) == ",".join(map(str, sorted(os.sched_getaffinity(0))))
+      True
+    """
+    cores = sorted(os.sched_getaffinity(0))
+    share = max(1, len(cores) // processes)
+    return ",".join(map(str, cores[i * share : (i + 1) * share] or cores))
+
+
 def allreduce_times(
-    size: int, processes: int, devices: int, pinned: bool, repeats: int
+    size: int, processes: int, devices: int, pinned: bool, batch: bool, repeats: int
 ) -> list[float]:
     """Seconds of each of ``repeats`` all-reduces of ``size`` float32 per device (after 10
     not timed), in ``processes`` fresh CPU processes of ``devices`` devices each; with
-    ``pinned``, process i runs on the i-th equal share of this machine's cores."""
+    ``pinned``, process i runs on :func:`core_share` ``(i, processes)``; with ``batch``,
+    under ``SCHED_BATCH`` (:mod:`train.cpu_scheduling`)."""
     env = dict(
         os.environ,
         JAX_PLATFORMS="cpu",
         XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
     )
     coordinator = f"localhost:{_free_port()}"
-    cores = sorted(os.sched_getaffinity(0))
-    share = max(1, len(cores) // processes)
-
-    def pin(i: int) -> str:
-        return ",".join(map(str, cores[i * share : (i + 1) * share] or cores)) if pinned else ""
-
     argvs = [
-        [str(size), str(repeats), coordinator, str(processes), str(i), pin(i)]
+        [str(size), str(repeats), coordinator, str(processes), str(i),
+         core_share(i, processes) if pinned else "", "1" if batch else "0"]
         for i in range(processes)
-    ]
+    ]  # fmt: skip
     return _report_of_children(
         _ALLREDUCE_CHILD, argvs, [env] * processes, "ALLREDUCE", f"all-reduce {processes}x{devices}"
     )
@@ -244,8 +272,8 @@ def run_layout(
                 )
                 for i in range(processes)
             ]
-        else:
-            envs = [env] * processes
+        else:  # each process on its own cores, as on hosts of their own
+            envs = [dict(env, SCALING_CORES=core_share(i, processes)) for i in range(processes)]
     else:
         commands, envs = [args], [env]
     memory = _report_of_children(
@@ -260,6 +288,7 @@ def run_layout(
         "devices_per_process": devices,
         "devices": processes * devices,
         "mode": mode,
+        "pinned": processes > 1 and C.device_info()["platform"] == "cpu",
         "images_per_s": images / C.median(times),
         "peak_device_bytes": memory.get("peak_bytes_in_use"),
         "epoch_s": times,
@@ -290,15 +319,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             C.log(f"  {processes}x{devices} {mode}: {row['images_per_s']:.0f} img/s")
     floats = models.param_count(grid["model"], grid["shape"], 10) + 2  # + loss, correct
     allreduce = []
-    for processes, devices, pinned in grid["allreduce_layouts"]:
-        times = allreduce_times(floats, processes, devices, pinned, grid["allreduce_repeats"])
+    for processes, devices, pinned, batch in grid["allreduce_layouts"]:
+        times = allreduce_times(
+            floats, processes, devices, pinned, batch, grid["allreduce_repeats"]
+        )
         allreduce.append(
             {"processes": processes, "devices_per_process": devices, "pinned": pinned,
-             "floats": floats, "median_ms": 1e3 * C.median(times),
+             "sched_batch": batch, "floats": floats, "median_ms": 1e3 * C.median(times),
              "min_ms": 1e3 * min(times), "max_ms": 1e3 * max(times)}
         )  # fmt: skip
-        C.log(f"  all-reduce {processes}x{devices}{' pinned' if pinned else ''}: "
-              f"{allreduce[-1]['median_ms']:.2f} ms")  # fmt: skip
+        C.log(f"  all-reduce {processes}x{devices}{' pinned' if pinned else ''}"
+              f"{' batch' if batch else ''}: {allreduce[-1]['median_ms']:.2f} ms")  # fmt: skip
     sweep = batch_sweep(grid)
     payload = {
         **head,
@@ -396,9 +427,15 @@ def render(payload: dict[str, Any]) -> str:
         "A shared, busy machine: the numbers are noisy.",
         "",
         C.markdown_table(
-            ["processes x devices", "mode", "images/s", "peak device memory"],
+            [
+                "processes x devices",
+                "mode",
+                "each process pinned",
+                "images/s",
+                "peak device memory",
+            ],
             [_table_row(r) for r in payload["rows"]],
-            align="llrr",
+            align="lllrr",
         ),
     ]
     summary = payload["summary"]
@@ -446,6 +483,7 @@ def render(payload: dict[str, Any]) -> str:
                 [
                     "processes x devices",
                     "each process pinned to its own cores",
+                    "SCHED_BATCH",
                     "median",
                     "min",
                     "max",
@@ -454,11 +492,12 @@ def render(payload: dict[str, Any]) -> str:
                     [
                         f"{r['processes']} x {r['devices_per_process']}",
                         "yes" if r["pinned"] else "no",
+                        "yes" if r.get("sched_batch") else "no",
                         *(f"{r[k]:.2f}" for k in ("median_ms", "min_ms", "max_ms")),
                     ]
                     for r in payload["allreduce"]
                 ],
-                align="llrrr",
+                align="lllrrr",
             ),
         ]
     return "\n".join(lines) + "\n"
@@ -468,7 +507,8 @@ def _table_row(row: dict[str, Any]) -> list[str]:
     peak = row["peak_device_bytes"]
     shown = "n/a (not reported)" if peak is None else f"{peak / 2**20:.1f} MiB"
     layout = f"{row['processes']} x {row['devices_per_process']}"
-    return [layout, row["mode"], f"{row['images_per_s']:.0f}", shown]
+    pinned = "yes" if row.get("pinned") else "no"
+    return [layout, row["mode"], pinned, f"{row['images_per_s']:.0f}", shown]
 
 
 if __name__ == "__main__":

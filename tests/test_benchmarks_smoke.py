@@ -224,8 +224,14 @@ def test_scaling_smoke_runs_every_layout_and_reports_its_ratios(tmp_path):
     assert set(payload["summary"]["chunked_over_resident"]) == {"1x2"}
     assert set(payload["summary"]["one_device_per_process"]) == {"resident"}
     assert "2 processes x 1 device / 1 process x 2 devices (resident)" in md_path.read_text()
-    probes = {(r["processes"], r["devices_per_process"], r["pinned"]) for r in payload["allreduce"]}
+    probes = {
+        (r["processes"], r["devices_per_process"], r["pinned"], r["sched_batch"])
+        for r in payload["allreduce"]
+    }
     assert probes == set(scaling.GRIDS["smoke"]["allreduce_layouts"])
+    # processes of a multi-process layout run on cores of their own (as on their own hosts)
+    assert {r["pinned"] for r in payload["rows"] if r["processes"] > 1} == {True}
+    assert {r["pinned"] for r in payload["rows"] if r["processes"] == 1} == {False}
     assert all(0 < r["min_ms"] <= r["median_ms"] <= r["max_ms"] for r in payload["allreduce"])
     sweep = payload["batch_sweep"]
     assert [r["batch_size"] for r in sweep] == list(scaling.GRIDS["smoke"]["batch_sweep"])
