@@ -37,7 +37,7 @@ stop.set()
 
 def _run(script: str, **env: str) -> subprocess.CompletedProcess:
     full = {k: v for k, v in os.environ.items() if k != cpu_scheduling.OPT_OUT}
-    full.update(env, JAX_PLATFORMS="cpu", PYTHONPATH=str(REPO))
+    full.update({"JAX_PLATFORMS": "cpu", **env}, PYTHONPATH=str(REPO))
     return subprocess.run(
         [sys.executable, "-c", textwrap.dedent(script)],
         cwd=REPO, env=full, capture_output=True, text=True, timeout=300, check=False,
@@ -98,3 +98,15 @@ def test_the_processes_of_a_cpu_run_and_all_their_threads_are_batch_scheduled():
         assert child.returncode == 0, err[-2000:]
         # the all-reduce went through gloo's threads, started after the switch
         assert out.splitlines()[-1].split() == ["3.0", f"[{os.SCHED_BATCH}]"]
+
+
+@pytest.mark.parametrize(
+    ("platforms", "cpu_only"), [("cpu", True), ("cpu,cuda", False), ("tpu", False)]
+)
+def test_only_a_run_on_the_cpu_alone_changes_its_scheduling(platforms, cpu_only):
+    """``train.distributed`` decides before any backend starts (a GPU run is left alone)."""
+    out = _run(
+        "from train import distributed; print(distributed._cpu_only())", JAX_PLATFORMS=platforms
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == [str(cpu_only)]
