@@ -123,10 +123,7 @@ GRID_NOTES = {
 }
 
 _CHILD = """
-import json, os, sys
-cores = os.environ.pop("SCALING_CORES", "")
-if cores:  # before jax sizes its thread pool from the affinity
-    os.sched_setaffinity(0, map(int, cores.split(",")))
+import json, sys
 import jax
 from train.cli import main
 code = main(sys.argv[1:])
@@ -136,11 +133,14 @@ sys.exit(code)
 """
 
 
+_PIN = """
+import os
+os.sched_setaffinity(0, map(int, os.environ.pop("SCALING_CORES").split(",")))
+"""
+
 _ALLREDUCE_CHILD = """
 import json, os, sys, time
-size, repeats, coordinator, processes, process_id, cores, batch = sys.argv[1:8]
-if cores:
-    os.sched_setaffinity(0, map(int, cores.split(",")))
+size, repeats, coordinator, processes, process_id, batch = sys.argv[1:7]
 if batch == "1":
     from train import cpu_scheduling
     cpu_scheduling.apply()
@@ -165,18 +165,18 @@ print("ALLREDUCE " + json.dumps(times))
 """
 
 
-def core_share(i: int, processes: int) -> str:
-    """The cores (comma-separated) of process ``i`` of ``processes`` on this machine: its
-    equal share of the cores this process may use, as if each had a host of its own.
+def core_shares(processes: int) -> list[list[int]]:
+    """The cores of each of ``processes`` processes on this machine: process i's equal
+    share of the cores this process may use, as if each had a host of its own.
 
     Example:
       >>> import os
-      >>> core_share(0, 1) == ",".join(map(str, sorted(os.sched_getaffinity(0))))
+      >>> core_shares(1) == [sorted(os.sched_getaffinity(0))]
       True
     """
     cores = sorted(os.sched_getaffinity(0))
     share = max(1, len(cores) // processes)
-    return ",".join(map(str, cores[i * share : (i + 1) * share] or cores))
+    return [cores[i * share : (i + 1) * share] or cores for i in range(processes)]
 
 
 def allreduce_times(
@@ -184,7 +184,7 @@ def allreduce_times(
 ) -> list[float]:
     """Seconds of each of ``repeats`` all-reduces of ``size`` float32 per device (after 10
     not timed), in ``processes`` fresh CPU processes of ``devices`` devices each; with
-    ``pinned``, process i runs on :func:`core_share` ``(i, processes)``; with ``batch``,
+    ``pinned``, process i runs on its share of :func:`core_shares`; with ``batch``,
     under ``SCHED_BATCH`` (:mod:`train.cpu_scheduling`)."""
     env = dict(
         os.environ,
@@ -193,13 +193,13 @@ def allreduce_times(
     )
     coordinator = f"localhost:{_free_port()}"
     argvs = [
-        [str(size), str(repeats), coordinator, str(processes), str(i),
-         core_share(i, processes) if pinned else "", "1" if batch else "0"]
+        [str(size), str(repeats), coordinator, str(processes), str(i), "1" if batch else "0"]
         for i in range(processes)
-    ]  # fmt: skip
+    ]
     return _report_of_children(
-        _ALLREDUCE_CHILD, argvs, [env] * processes, "ALLREDUCE", f"all-reduce {processes}x{devices}"
-    )
+        _ALLREDUCE_CHILD, argvs, [env] * processes, "ALLREDUCE",
+        f"all-reduce {processes}x{devices}", cores=core_shares(processes) if pinned else None,
+    )  # fmt: skip
 
 
 def _report_of_children(
@@ -209,10 +209,20 @@ def _report_of_children(
     prefix: str,
     what: str,
     timeout: float = 600,
+    cores: Sequence[Sequence[int]] | None = None,
 ) -> Any:
     """Runs ``python -c script`` once per argument list (all at once, in the repository),
     waits for all of them, and returns the JSON that the first one printed on its last
-    line after ``prefix``; a child that fails raises ``RuntimeError`` naming ``what``."""
+    line after ``prefix``; a child that fails raises ``RuntimeError`` naming ``what``.
+    With ``cores``, child i pins itself to ``cores[i]`` first thing, before jax sizes its
+    thread pool from the affinity (:data:`_PIN`; no ``preexec_fn``: a fork of this
+    multithreaded process could deadlock)."""
+    if cores is not None:
+        script = _PIN + script
+        envs = [
+            dict(env, SCALING_CORES=",".join(map(str, pin)))
+            for env, pin in zip(envs, cores, strict=True)
+        ]
     children = [
         subprocess.Popen(
             [sys.executable, "-c", script, *argv],
@@ -252,7 +262,10 @@ def run_layout(
         "--workdir", str(workdir),
     ]  # fmt: skip
     env = dict(os.environ)
-    if C.device_info()["platform"] == "cpu":
+    cpu = C.device_info()["platform"] == "cpu"
+    # several CPU processes: each on its own cores, as on hosts of their own
+    pinned = cpu and processes > 1
+    if cpu:
         env.update(
             JAX_PLATFORMS="cpu", XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}"
         )
@@ -265,20 +278,21 @@ def run_layout(
              str(processes), "--process-id", str(i)]
             for i in range(processes)
         ]  # fmt: skip
-        if C.device_info()["platform"] != "cpu":  # one process per group of GPUs
+        if not cpu:  # one process per group of GPUs
             envs = [
                 dict(
                     env, CUDA_VISIBLE_DEVICES=",".join(str(i * devices + d) for d in range(devices))
                 )
                 for i in range(processes)
             ]
-        else:  # each process on its own cores, as on hosts of their own
-            envs = [dict(env, SCALING_CORES=core_share(i, processes)) for i in range(processes)]
+        else:
+            envs = [env] * processes
     else:
         commands, envs = [args], [env]
     memory = _report_of_children(
-        _CHILD, commands, envs, "MEMORY", f"layout {processes}x{devices} {mode}", timeout=3600
-    )
+        _CHILD, commands, envs, "MEMORY", f"layout {processes}x{devices} {mode}", timeout=3600,
+        cores=core_shares(processes) if pinned else None,
+    )  # fmt: skip
     records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
     derived = json.loads((workdir / "config.json").read_text())["derived"]
     images = derived["steps_per_epoch"] * grid["batch_size"]
@@ -288,7 +302,7 @@ def run_layout(
         "devices_per_process": devices,
         "devices": processes * devices,
         "mode": mode,
-        "pinned": processes > 1 and C.device_info()["platform"] == "cpu",
+        "pinned": pinned,
         "images_per_s": images / C.median(times),
         "peak_device_bytes": memory.get("peak_bytes_in_use"),
         "epoch_s": times,
