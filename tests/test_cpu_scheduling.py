@@ -35,12 +35,17 @@ stop.set()
 """
 
 
-def _run(script: str, **env: str) -> subprocess.CompletedProcess:
+def _env(**env: str) -> dict[str, str]:
+    """This environment without the opt-out, on the CPU, with ``env`` on top."""
     full = {k: v for k, v in os.environ.items() if k != cpu_scheduling.OPT_OUT}
     full.update({"JAX_PLATFORMS": "cpu", **env}, PYTHONPATH=str(REPO))
+    return full
+
+
+def _run(script: str, **env: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-c", textwrap.dedent(script)],
-        cwd=REPO, env=full, capture_output=True, text=True, timeout=300, check=False,
+        cwd=REPO, env=_env(**env), capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
 
 
@@ -80,13 +85,11 @@ def test_the_processes_of_a_cpu_run_and_all_their_threads_are_batch_scheduled():
     with socket.socket() as s:
         s.bind(("localhost", 0))
         port = s.getsockname()[1]
-    full = {k: v for k, v in os.environ.items() if k != cpu_scheduling.OPT_OUT}
-    full.update(JAX_PLATFORMS="cpu", PYTHONPATH=str(REPO))
     children = [
         subprocess.Popen(
             [sys.executable, "-c", textwrap.dedent(JOIN), str(port), str(i)],
             cwd=REPO,
-            env=full,
+            env=_env(),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
