@@ -114,7 +114,12 @@ ABLATIONS: dict[str, dict[str, Any]] = {
         # a convolution whose bias is added after its pool (LeNet-5, cifar_quick's conv1)
         "_ConvMaxPool": functools.partial(models.caffe._ConvMaxPool, use_bias=False),
     },
-    "pools as subsampling": {"max_pool": _subsample, "avg_pool": _subsample},
+    # (LeNet-5's first convolution and pool run as one op: unfused here, then subsampled)
+    "pools as subsampling": {
+        "max_pool": _subsample,
+        "avg_pool": _subsample,
+        "fused_single_channel_conv_max_pool_applies": lambda *args: False,
+    },
 }
 MODEL_MODULES = (models.caffe, models.alexnet)
 

@@ -172,3 +172,69 @@ def test_one_channel_forward_is_a_sum_of_taps_read_from_memory():
     jaxpr = str(jax.make_jaxpr(fwd)(x, w))
     assert "conv_general_dilated" not in jaxpr and "cond" in jaxpr, jaxpr
     np.testing.assert_array_equal(fwd(x, w), jnp.full((4, 24, 24, 20), 25.0))
+
+
+@pytest.mark.parametrize(
+    ("size", "kernel", "padding", "window"),
+    [(28, 5, 0, 2), (12, 3, 1, 2), (10, 3, 2, 3)],
+    ids=["lenet5-conv1", "padded", "window-3"],
+)
+@pytest.mark.parametrize("ties", [False, True])
+def test_fused_one_channel_conv_and_pool_equal_the_two_layers(size, kernel, padding, window, ties):
+    """single_channel_conv_max_pool: the values of conv_general_dilated then max_pool bit
+    for bit, the same gradients (each window's to its first largest element in row-major
+    order, also among ties), and a float64 reference for both."""
+    from models.conv import fused_single_channel_conv_max_pool_applies as applies
+    from models.conv import single_channel_conv_max_pool
+    from models.layers import max_pool
+
+    kx, kw, kc = jax.random.split(jax.random.key(size), 3)
+    x = jax.random.normal(kx, (3, size, size, 1))
+    w = jax.random.normal(kw, (kernel, kernel, 1, 6))
+    if ties:  # small integers: many windows hold their maximum more than once
+        x, w = jnp.round(2 * x), jnp.round(w)
+    pads = ((padding, padding), (padding, padding))
+    assert applies(x, w, window, window, pads) == (jax.default_backend() == "cpu")
+
+    def layers(x, w):
+        return max_pool(
+            conv_general_dilated(x, w, (1, 1), pads, dimension_numbers=DN), window, window
+        )
+
+    def fused(x, w):
+        return single_channel_conv_max_pool(x, w, pads, window)
+
+    want, want_vjp = jax.vjp(jax.jit(layers), x, w)
+    got, got_vjp = jax.vjp(jax.jit(fused), x, w)
+    np.testing.assert_array_equal(got, want)
+    cotangent = jax.random.normal(kc, got.shape)
+    for a, b in zip(got_vjp(cotangent), want_vjp(cotangent), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-5)
+    # float64: the pool's choice from the float64 convolution, its gradient through it
+    out = size + 2 * padding - kernel + 1
+    y, _, _ = _numpy_conv_and_vjp(x, w, 1, pads, np.zeros((3, out, out, 6)))
+    n, oh, ow, c = y.shape
+    tiles = y.reshape(n, oh // window, window, ow // window, window, c).transpose(0, 1, 3, 5, 2, 4)
+    tiles = tiles.reshape(*tiles.shape[:4], window * window)
+    np.testing.assert_allclose(got, tiles.max(-1), rtol=1e-5, atol=1e-5)
+    if not ties:  # distinct values: the float64 choice is float32's
+        first = tiles.argmax(-1)
+        ct_y = np.zeros(tiles.shape)
+        np.put_along_axis(ct_y, first[..., None], np.asarray(cotangent, np.float64)[..., None], -1)
+        ct_y = ct_y.reshape(n, oh // window, ow // window, c, window, window)
+        ct_y = ct_y.transpose(0, 1, 4, 2, 5, 3).reshape(n, oh, ow, c)
+        _, dx, dw = _numpy_conv_and_vjp(x, w, 1, pads, ct_y)
+        got_dx, got_dw = got_vjp(cotangent)
+        np.testing.assert_allclose(got_dx, dx, rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(got_dw, dw, rtol=1e-4, atol=1e-4)
+
+
+def test_lenet5_runs_its_first_layer_and_pool_as_one_op_on_the_cpu():
+    """LeNet-5's conv1 and pool 1 take the fused op: no convolution in the forward pass."""
+    if jax.default_backend() != "cpu":
+        pytest.skip("the CPU backend's path")
+    model = models.create("lenet5", 10)
+    x = jnp.ones((2, 28, 28, 1))
+    params = model.init(jax.random.key(0), x)
+    jaxpr = str(jax.make_jaxpr(lambda p: model.apply(p, x))(params))
+    assert "single_channel_conv_max_pool" in jaxpr, jaxpr
