@@ -241,20 +241,8 @@ def _materialized(
 
 def _conv_nhwc_bwd(strides, pads, precision, residuals, dy):
     x, w = residuals
-    kernel = w.shape[:2]
     out = dy.shape[1:3]
-    x = _materialized(x, w)
-    # Kernel gradient: the images' channels act as the batch and the examples as the
-    # contracted features, the output gradient as the (stride-dilated) kernel.
-    dw = _conv(
-        jnp.transpose(x, (3, 1, 2, 0)),
-        jnp.transpose(dy, (1, 2, 0, 3)),
-        (1, 1),
-        pads,
-        precision,
-        rhs_dilation=strides,
-    )
-    dw = jnp.transpose(dw[:, : kernel[0], : kernel[1], :], (1, 2, 0, 3))
+    dw = _kernel_grad(x, jnp.transpose(dy, (1, 2, 0, 3)), w, strides, pads, precision)
     by = _input_grad_by_conv
     if _products_pay(x.shape[1:3], out, pads):
         by = _input_grad_by_one_product if strides == (1, 1) else _input_grad_by_products
@@ -285,6 +273,26 @@ def _input_grad_by_conv(
     w_flipped = jnp.transpose(jnp.flip(w, (0, 1)), (0, 1, 3, 2))
     dx = _conv(dy, w_flipped, (1, 1), tuple(pads_dx), precision, lhs_dilation=strides)
     return dx[:, crops[0], crops[1], :]
+
+
+def _kernel_grad(
+    x: jax.Array,
+    dy_hwnc: jax.Array,
+    w: jax.Array,
+    strides: tuple[int, ...],
+    pads: Padding,
+    precision,
+) -> jax.Array:
+    """The kernel gradient of a convolution of NHWC ``x`` from its output gradient laid
+    out ``(h, w, n, c)``: one convolution in which the images' channels act as the batch,
+    the examples as the contracted features and the output gradient as the
+    (stride-dilated) kernel. ``x`` is read from memory when large (:func:`_materialized`).
+    """
+    x = _materialized(x, w)
+    dw = _conv(
+        jnp.transpose(x, (3, 1, 2, 0)), dy_hwnc, (1, 1), pads, precision, rhs_dilation=strides
+    )
+    return jnp.transpose(dw[:, : w.shape[0], : w.shape[1], :], (1, 2, 0, 3))
 
 
 _conv_nhwc.defvjp(_conv_nhwc_fwd, _conv_nhwc_bwd)
@@ -441,15 +449,12 @@ def single_channel_conv_max_pool(
 
 def _fused_fwd(x, w, pads, window):
     kh, kw, _, cout = w.shape
-    xs = jnp.pad(x[..., 0], ((0, 0), pads[0], pads[1]))
-    out_h, out_w = xs.shape[1] - kh + 1, xs.shape[2] - kw + 1
     total = None
-    for a in range(kh):
-        for b in range(kw):
-            term = xs[:, None, a : a + out_h, b : b + out_w] * w[a, b, 0][None, :, None, None]
-            total = term if total is None else total + term
+    for k, tap in enumerate(_taps(x, (kh, kw), (1, 1), pads)):  # tap: (n, out_h, out_w, 1)
+        term = tap[:, None, :, :, 0] * w[k // kw, k % kw, 0][None, :, None, None]
+        total = term if total is None else total + term
     total = _materialized(total, w, min_size=0)  # (n, c, out_h, out_w)
-    n = x.shape[0]
+    n, _, out_h, out_w = total.shape
     ph, pw = out_h // window, out_w // window
     tiles = total.reshape(n, cout, ph, window, pw, window)
     best, which = tiles[:, :, :, 0, :, 0], jnp.zeros((n, cout, ph, pw), jnp.int8)
@@ -466,7 +471,6 @@ def _fused_fwd(x, w, pads, window):
 
 def _fused_bwd(pads, window, residuals, g):
     x, w, which = residuals
-    kh, kw = w.shape[:2]
     g = jnp.transpose(g, (1, 2, 0, 3))  # (ph, pw, n, c)
     zero = jnp.zeros((), g.dtype)
     rows = []
@@ -476,8 +480,7 @@ def _fused_bwd(pads, window, residuals, g):
     dy = jnp.stack(rows, axis=1)  # (ph, window, pw, window, n, c)
     ph, pw = g.shape[:2]
     dy = dy.reshape(ph * window, pw * window, *g.shape[2:])  # (out_h, out_w, n, c)
-    dw = _conv(jnp.transpose(x, (3, 1, 2, 0)), dy, (1, 1), pads, None)
-    dw = jnp.transpose(dw[:, :kh, :kw, :], (1, 2, 0, 3))
+    dw = _kernel_grad(x, dy, w, (1, 1), pads, None)
     dx = _input_grad_by_conv(jnp.transpose(dy, (2, 0, 1, 3)), w, x.shape, (1, 1), pads, None)
     return dx.astype(x.dtype), dw.astype(w.dtype)
 
