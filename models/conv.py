@@ -463,9 +463,9 @@ def _fused_fwd(x, w, pads, window):
         later_is_larger = tap > best  # strict: a tie keeps the earlier element
         best = jnp.where(later_is_larger, tap, best)
         which = jnp.where(later_is_larger, jnp.int8(k), which)
-    # the choices laid out as the backward pass reads them: (ph, pw, n, c)
     # read from memory by the next layer (its convolution and kernel gradient's transpose)
     out = _materialized(jnp.transpose(best, (0, 2, 3, 1)), w, min_size=0)
+    # the choices laid out as the backward pass reads them: (ph, pw, n, c)
     return out, (x, w, jnp.transpose(which, (2, 3, 0, 1)))
 
 
