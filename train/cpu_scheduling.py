@@ -23,6 +23,8 @@ import contextlib
 import os
 from collections.abc import Mapping
 
+from train.opt_out import opted_out
+
 __all__ = ["OPT_OUT", "apply", "policies"]
 
 OPT_OUT = "POLYAK_OPTAX_SCHED_BATCH"
@@ -63,7 +65,7 @@ def apply(environ: Mapping[str, str] | None = None) -> int:
       0
     """
     env = os.environ if environ is None else environ
-    if env.get(OPT_OUT, "1").strip().lower() in ("0", "false", "no", "off"):
+    if opted_out(env, OPT_OUT):
         return 0
     batch = getattr(os, "SCHED_BATCH", None)
     if batch is None or not hasattr(os, "sched_setscheduler"):

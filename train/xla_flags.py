@@ -27,6 +27,8 @@ import os
 import sys
 from collections.abc import MutableMapping
 
+from train.opt_out import opted_out
+
 __all__ = ["APPLIED", "CPU_FLAGS", "apply"]
 
 CPU_FLAGS: tuple[str, ...] = (
@@ -68,7 +70,7 @@ def apply(environ: MutableMapping[str, str] | None = None) -> tuple[str, ...]:
       ((), ())
     """
     env = os.environ if environ is None else environ
-    if env.get(OPT_OUT, "1").strip().lower() in ("0", "false", "no", "off"):
+    if opted_out(env, OPT_OUT):
         return ()
     platforms = [p.strip() for p in env.get("JAX_PLATFORMS", "").split(",") if p.strip()]
     if platforms and "cpu" not in platforms:
