@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -15,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.test_scaling import _free_port
 from train import cpu_scheduling
 
 REPO = Path(__file__).resolve().parents[1]
@@ -22,6 +22,7 @@ pytestmark = pytest.mark.skipif(not hasattr(os, "SCHED_BATCH"), reason="SCHED_BA
 
 THREADS = """
 import json, os, threading
+from tests.test_scaling import _free_port
 from train import cpu_scheduling
 os.nice(3)
 stop = threading.Event()
@@ -82,9 +83,7 @@ print(float(total.addressable_shards[0].data[0, 0]), sorted(cpu_scheduling.polic
 
 
 def test_the_processes_of_a_cpu_run_and_all_their_threads_are_batch_scheduled():
-    with socket.socket() as s:
-        s.bind(("localhost", 0))
-        port = s.getsockname()[1]
+    port = _free_port()
     children = [
         subprocess.Popen(
             [sys.executable, "-c", textwrap.dedent(JOIN), str(port), str(i)],
