@@ -173,7 +173,7 @@ class Config:
         short="-K",
     )
     epochs: int = _field(
-        3, "epochs to train (in all, counting resumed ones)", check=_int_at_least(1), resume=True
+        7, "epochs to train (in all, counting resumed ones)", check=_int_at_least(1), resume=True
     )
     train_subset: int | None = _field(
         None, "train on this many training examples", check=_optional(_int_at_least(1))
