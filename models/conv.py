@@ -424,7 +424,7 @@ def single_channel_conv_max_pool(
     order) computed channels-first, ``(n, c, h, w)``, where XLA:CPU vectorizes it along the
     image's width rather than along LeNet-5's 20 channels; then each window's first
     largest element in row-major order (as :func:`models.layers.max_pool`); then the
-    pooled map, 4x smaller, transposed to NHWC and read from memory by the next layer. The
+    pooled map, 4x smaller, transposed to NHWC. The
     backward pass sends each window's gradient to its chosen element directly in the
     ``(h, w, n, c)`` layout that the kernel gradient's convolution reads. Values equal the
     unfused layers' bit for bit, gradients up to the order of the sums.
@@ -433,9 +433,9 @@ def single_channel_conv_max_pool(
     alone 0.75-0.79 ms against 1.06-1.15 ms at batch 128; LeNet-5's device-resident epoch,
     side by side in alternating rounds, 1.04x and 1.057x faster at batch 128 (9 and 7
     rounds, every round faster), 1.046x and 1.055x at 32, 1.006-1.011x at 512 (three
-    runs). Without reading the pooled map from memory, batch 512 was 0.976x (XLA fused the
-    transpose into the next layer's reads); without reading the sum from memory, the pool
-    recomputed it (0.58-0.65x).
+    runs). Without reading the sum from memory, the pool recomputed it (0.58-0.65x). The
+    pooled map is no longer read from memory (see the comment in the code): LeNet-5's
+    epoch without that, side by side, 1.025x at batch 128, 0.968x at 512, 1.00x at 32.
 
     Example:
       >>> import jax, jax.numpy as jnp
@@ -463,8 +463,10 @@ def _fused_fwd(x, w, pads, window):
         later_is_larger = tap > best  # strict: a tie keeps the earlier element
         best = jnp.where(later_is_larger, tap, best)
         which = jnp.where(later_is_larger, jnp.int8(k), which)
-    # read from memory by the next layer (its convolution and kernel gradient's transpose)
-    out = _materialized(jnp.transpose(best, (0, 2, 3, 1)), w, min_size=0)
+    # Not behind _materialized's conditional: with it, LeNet-5 on 2 CPU devices in one
+    # process drifted from the one-device numbers in 3 runs of 4, differently each run (a
+    # race; none with one core), though batch 512 was 3% faster with it.
+    out = jnp.transpose(best, (0, 2, 3, 1))
     # the choices laid out as the backward pass reads them: (ph, pw, n, c)
     return out, (x, w, jnp.transpose(which, (2, 3, 0, 1)))
 
