@@ -424,10 +424,10 @@ def single_channel_conv_max_pool(
     order) computed channels-first, ``(n, c, h, w)``, where XLA:CPU vectorizes it along the
     image's width rather than along LeNet-5's 20 channels; then each window's first
     largest element in row-major order (as :func:`models.layers.max_pool`); then the
-    pooled map, 4x smaller, transposed to NHWC. The
-    backward pass sends each window's gradient to its chosen element directly in the
-    ``(h, w, n, c)`` layout that the kernel gradient's convolution reads. Values equal the
-    unfused layers' bit for bit, gradients up to the order of the sums.
+    pooled map, 4x smaller, transposed to NHWC. The backward pass sends each window's
+    gradient to its chosen element directly in the ``(h, w, n, c)`` layout that the kernel
+    gradient's convolution reads. Values equal the unfused layers' bit for bit, gradients
+    up to the order of the sums.
 
     LeNet-5's first layer (2 CPU cores, 2026-12-01): the forward convolution and pool
     alone 0.75-0.79 ms against 1.06-1.15 ms at batch 128; LeNet-5's device-resident epoch,

@@ -39,10 +39,15 @@ def _env(devices: int = 1, **extra: str) -> dict[str, str]:
     return env
 
 
-def _python(script: str, devices: int) -> subprocess.CompletedProcess:
+def _python(script: str, devices: int, optimized: bool = False) -> subprocess.CompletedProcess:
+    """Runs ``script`` on ``devices`` CPU devices; ``optimized``: compiled with all of XLA's
+    optimizations, as the app runs (the suite's default turns most of them off)."""
+    env = _env(devices)
+    if optimized:
+        del env["JAX_DISABLE_MOST_OPTIMIZATIONS"]
     return subprocess.run(
         [sys.executable, "-c", textwrap.dedent(script)],
-        cwd=REPO, env=_env(devices), capture_output=True, text=True, timeout=300, check=False,
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
 
 
@@ -459,10 +464,5 @@ def test_lenet5_on_two_devices_trains_as_on_one_in_every_run():
     output behind a conditional (``models.conv._materialized``), 3 of 4 such runs drifted
     (loss 1.13476 against 1.13450) and changed from run to run: a race, gone when the
     process had one core. Compiled with XLA's optimizations, as the app runs."""
-    env = _env(2)
-    del env["JAX_DISABLE_MOST_OPTIMIZATIONS"]
-    result = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(_LENET5_TWO_DEVICES)],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False,
-    )  # fmt: skip
+    result = _python(_LENET5_TWO_DEVICES, devices=2, optimized=True)
     assert result.returncode == 0 and "ok" in result.stdout, result.stdout + result.stderr
