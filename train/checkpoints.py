@@ -517,12 +517,21 @@ def _drop_closed_loop_reports() -> None:
 
 
 class _DropAbandonedReads(logging.Filter):
-    """Drops asyncio's "Future exception was never retrieved" reports: the reads that a
-    failed restore of a damaged checkpoint abandoned, reported when the process exits,
-    after the run's one-line error."""
+    """Drops asyncio's "<future class> exception was never retrieved" reports: the reads
+    that a failed restore of a damaged checkpoint abandoned, and the writes of a save that
+    failed on a full disk (orbax's ``_GatheringFuture``), reported when the process exits,
+    after the run's one-line error.
+
+    Example:
+      >>> record = lambda msg: logging.LogRecord("asyncio", 40, "", 0, msg, None, None)
+      >>> drop = _DropAbandonedReads()
+      >>> [drop.filter(record(m)) for m in ("Future exception was never retrieved",
+      ...     "_GatheringFuture exception was never retrieved", "Task was destroyed")]
+      [False, False, True]
+    """
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith("Future exception was never retrieved")
+        return re.match(r"\w*Future exception was never retrieved", str(record.msg)) is None
 
 
 logging.getLogger("asyncio").addFilter(_DropAbandonedReads())
