@@ -306,36 +306,42 @@ def _input_grad_by_one_product(
     pads: Padding,
     precision,
 ) -> jax.Array:
-    """The input gradient of a stride-1 convolution as one matrix product and one sum.
+    """The input gradient of a stride-1 convolution as one matrix product and two sums.
 
     ``dy @ w^T`` over all kernel taps at once (one Eigen product with ``kh * kw * cin``
-    columns) gives every tap's contribution; each is then padded to its offset in the
-    padded input and the taps are summed in the order of :func:`_input_grad_by_products`
-    (row-major, left to right), which XLA fuses into one loop over the input. The sum is
-    read from memory (:func:`_materialized`), or XLA fuses it into the max pool's gradient,
-    which reads it several times. LeNet-5's second convolution on 2 CPU cores
-    (2026-12-01): against one product per tap added in place
-    (:func:`_input_grad_by_products`, which strided convolutions keep), the
-    device-resident epoch is 1.06-1.14x faster at batch 128 (three runs, median of 9
-    alternating rounds each, every round faster), 1.07x at batch 32 and 1.09x at 512.
+    columns) gives every tap's contribution. The taps are then summed in two passes, each
+    read from memory (:func:`_materialized`): first the ``kw`` taps of each kernel row,
+    padded to their column offsets (one loop over ``(n, out_h, padded_w, kh * cin)``),
+    then the ``kh`` rows, padded to their row offsets; each pass reads whole rows of
+    ``kh * cin`` or ``padded_w * cin`` values. Without the first read XLA fuses both sums
+    into one loop over the input; without the second it fuses the sum into the max pool's
+    gradient, which reads it several times.
+
+    LeNet-5's second convolution on 2 CPU cores (2026-12-01): a single sum of the 25
+    padded taps (one loop, 25 bounds-checked reads a value) took 2.85 ms of a 10.7 ms
+    step at batch 128 (``--xla_cpu_enable_xprof_traceme``), the two passes 0.40 ms; the
+    device-resident epoch 1.09x faster side by side (4 alternating rounds, each faster).
+    Against one product per tap added in place (:func:`_input_grad_by_products`, which
+    strided convolutions keep), the single sum had been 1.06-1.14x faster.
     """
     del strides  # (1, 1): the caller takes this path for stride 1 only
     kh, kw, cin, cout = w.shape
-    out_h, out_w = dy.shape[1:3]
+    n, out_h, out_w = dy.shape[:3]
     padded = (x_shape[1] + pads[0][0] + pads[0][1], x_shape[2] + pads[1][0] + pads[1][1])
-    kernel = jnp.transpose(w, (3, 0, 1, 2)).reshape(cout, kh * kw * cin)
+    kernel = jnp.transpose(w, (3, 1, 0, 2)).reshape(cout, kw * kh * cin)  # (o, (j, i, c))
     flat = lax.dot_general(
         dy.reshape(-1, cout), kernel, (((1,), (0,)), ((), ())), precision=precision
     )
-    taps = flat.reshape(*dy.shape[:3], kh * kw, cin)
+    taps = flat.reshape(n, out_h, out_w, kw, kh * cin)
+    rows = None  # (n, out_h, padded_w, kh * cin): each kernel row's taps at their columns
+    for j in range(kw):
+        tap = jnp.pad(taps[:, :, :, j], ((0, 0), (0, 0), (j, padded[1] - out_w - j), (0, 0)))
+        rows = tap if rows is None else rows + tap
+    rows = _materialized(rows, w, min_size=0).reshape(n, out_h, padded[1], kh, cin)
     total = None
     for i in range(kh):
-        for j in range(kw):
-            tap = jnp.pad(
-                taps[:, :, :, i * kw + j, :],
-                ((0, 0), (i, padded[0] - out_h - i), (j, padded[1] - out_w - j), (0, 0)),
-            )
-            total = tap if total is None else total + tap
+        row = jnp.pad(rows[:, :, :, i], ((0, 0), (i, padded[0] - out_h - i), (0, 0), (0, 0)))
+        total = row if total is None else total + row
     total = _materialized(total, w, min_size=0)
     top, left = pads[0][0], pads[1][0]
     return total[:, top : top + x_shape[1], left : left + x_shape[2], :]
