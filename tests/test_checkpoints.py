@@ -7,12 +7,14 @@ checkpoint, a read-only filesystem, and a second process taking the workdir lock
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -398,3 +400,49 @@ def test_a_killed_holder_leaves_no_stale_lock(tmp_path):
         holder.wait()
     with WorkdirLock(workdir):
         assert (workdir / ".lock").read_text().split()[0] == str(os.getpid())
+
+
+def _orbax_writer(seconds: float, name: str = "array_type_handler"):
+    """A real orbax background writer thread that fails after ``seconds`` (as a metadata
+    write on a full disk does), logging its error with a traceback to absl."""
+    from orbax.checkpoint._src.futures import future
+
+    def write():
+        time.sleep(seconds)
+        raise OSError(28, "No space left on device")
+
+    thread = future._SignalingThread(
+        target=write, send_signals=[], receive_signals=[], timeout_secs=60, name=name
+    )
+    thread.start()
+    return thread
+
+
+@pytest.mark.parametrize("outlives_the_wait", [False, True])
+def test_a_failed_save_waits_for_orbax_writers_and_drops_their_reports(
+    tmp_path, monkeypatch, outlives_the_wait
+):
+    """A save that fails can leave orbax writer threads running; when the process exited
+    first, one printed a traceback after the CLI's one-line error (seen once in CI).
+    After the failure they are waited for (bounded) and their reports are dropped, also
+    those of a writer that outlives the wait."""
+    from train import checkpoints
+
+    if outlives_the_wait:
+        monkeypatch.setattr(checkpoints, "_WRITER_WAIT_S", 0.05)
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    absl = logging.getLogger("absl")
+    filters = list(absl.filters)
+    absl.addHandler(handler)
+    try:
+        writer = _orbax_writer(0.5)
+        Checkpointer(tmp_path / "ckpt")._abandon(3)  # what a failed save calls
+        assert writer.is_alive() == outlives_the_wait
+        threading.Thread.join(writer, 5.0)  # orbax's own join raises the writer's error
+        assert not writer.is_alive()
+        assert not [r for r in records if r.thread == writer.ident], records
+    finally:
+        absl.removeHandler(handler)
+        absl.filters[:] = filters

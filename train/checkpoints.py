@@ -26,6 +26,8 @@ import os
 import re
 import shutil
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -218,11 +220,24 @@ class Checkpointer:
                         _remove(os.path.join(self.directory, name))
 
     def _abandon(self, epoch: int) -> None:
-        """After a failed save: removes its temporary folder, drops orbax's state."""
+        """After a failed save: removes its temporary folder, drops orbax's state.
+
+        orbax's save may raise while some of its writer threads still run (a full disk:
+        one write fails, the array metadata's is still going). They are waited for here
+        (at most :data:`_WRITER_WAIT_S`), so that their reports of the same failure are
+        dropped with the save's; were they still running when the process exits, they
+        would print a traceback after the one-line error ("cannot schedule new futures
+        after shutdown", seen once in CI). The records of any that outlive the wait are
+        dropped too (:class:`_DropReportsFrom`).
+        """
+        writers = _orbax_threads()
+        logging.getLogger("absl").addFilter(_DropReportsFrom(t.ident for t in writers))
         if self._checkpointer is not None:
             with _quiet(), contextlib.suppress(Exception):
                 self._checkpointer.close()
             self._checkpointer = None
+        with _quiet():
+            _join(writers, _WRITER_WAIT_S)
         if _is_primary():
             self._remove_temporary(epoch)
 
@@ -454,6 +469,42 @@ def _remove(path: str) -> None:
 def _is_primary() -> bool:
     """Whether this process writes the shared files (all processes call orbax's save)."""
     return jax.process_index() == 0
+
+
+#: How long a failed save waits for orbax's writer threads (seconds).
+_WRITER_WAIT_S = 10.0
+
+
+def _orbax_threads() -> list[threading.Thread]:
+    """The live threads that orbax started (its background writers)."""
+    return [
+        t for t in threading.enumerate() if t.is_alive() and type(t).__module__.startswith("orbax.")
+    ]
+
+
+def _join(threads: list[threading.Thread], timeout: float) -> None:
+    """Waits for ``threads`` to end, at most ``timeout`` seconds in all (``Thread.join``
+    itself: orbax's threads override ``join`` to raise their target's error)."""
+    deadline = time.monotonic() + timeout
+    for t in threads:
+        threading.Thread.join(t, max(0.0, deadline - time.monotonic()))
+
+
+class _DropReportsFrom(logging.Filter):
+    """Drops the log records of the given threads (a failed save's orbax writers).
+
+    Example:
+      >>> record = logging.LogRecord("absl", 40, "", 0, "write failed", None, None)
+      >>> _DropReportsFrom([record.thread]).filter(record), _DropReportsFrom([]).filter(record)
+      (False, True)
+    """
+
+    def __init__(self, idents: Any) -> None:
+        super().__init__()
+        self.idents = frozenset(i for i in idents if i is not None)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.thread not in self.idents
 
 
 class _Drop(logging.Filter):
