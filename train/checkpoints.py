@@ -232,11 +232,11 @@ class Checkpointer:
         """
         writers = _orbax_threads()
         logging.getLogger("absl").addFilter(_DropReportsFrom(t.ident for t in writers))
-        if self._checkpointer is not None:
-            with _quiet(), contextlib.suppress(Exception):
-                self._checkpointer.close()
-            self._checkpointer = None
         with _quiet():
+            if self._checkpointer is not None:
+                with contextlib.suppress(Exception):
+                    self._checkpointer.close()
+                self._checkpointer = None
             _join(writers, _WRITER_WAIT_S)
         if _is_primary():
             self._remove_temporary(epoch)
@@ -477,9 +477,7 @@ _WRITER_WAIT_S = 10.0
 
 def _orbax_threads() -> list[threading.Thread]:
     """The live threads that orbax started (its background writers)."""
-    return [
-        t for t in threading.enumerate() if t.is_alive() and type(t).__module__.startswith("orbax.")
-    ]
+    return [t for t in threading.enumerate() if type(t).__module__.startswith("orbax.")]
 
 
 def _join(threads: list[threading.Thread], timeout: float) -> None:
