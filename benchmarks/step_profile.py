@@ -2,13 +2,14 @@
 
 ``python -m benchmarks.step_profile [--grid reduced|smoke] [--models ...] [--batch-size N]``
 
-For each model, the jitted training step (:func:`train.loop.train_step`, Nesterov SGD) is
-traced, and every ``conv_general_dilated`` in its jaxpr is listed (the forward
-convolutions, and the input- and kernel-gradient convolutions of the backward pass,
-nested jaxprs included) with its exact shapes and parameters, except the gradient of the
-images (the custom gradient of :mod:`models.conv` computes it; XLA removes it, unused).
-Each is then jitted and timed alone on random inputs (warm-up excluded, median of
-repeats), beside the whole step.
+For each model, the jitted training step (:func:`train.loop.train_step`, Nesterov SGD,
+on a batch of :mod:`benchmarks.vs_pytorch`'s images) is traced, and every
+``conv_general_dilated`` in its jaxpr is listed (the forward convolutions, and the
+input- and kernel-gradient convolutions of the backward pass, nested jaxprs included)
+with its exact shapes and parameters, except the gradient of the images (the custom
+gradient of :mod:`models.conv` computes it; XLA removes it, unused). Each is then jitted
+and timed alone on random inputs (warm-up excluded, median of repeats), beside the whole
+step.
 
 The report gives per convolution its milliseconds, GFLOP/s (2 x multiply-adds) and share
 of the step, and the step's total in convolutions, so a missed speed target can be
@@ -19,6 +20,12 @@ convolution sum is not expected to equal the step exactly.
 What the convolutions leave of LeNet-5's and cifar_quick's step is split by ablation: the
 step is timed in alternation with the same model without its convolutions' biases, and
 with its pooling layers replaced by strided subsampling of the same output shape.
+
+Where PyTorch is installed (the ``bench`` extra), the same network's PyTorch training step
+(:func:`benchmarks.vs_pytorch.torch_model`, Nesterov SGD, the same batch of images) is
+timed too, and ``torch.profiler`` splits it by layer: each convolution's forward and
+backward time beside ours, so a gap to PyTorch can be placed in a layer, or outside the
+convolutions.
 """
 
 from __future__ import annotations
@@ -26,19 +33,23 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
+import os
 import sys
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 from unittest import mock
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 import models
 import models.alexnet
 import models.caffe
 from benchmarks import _common as C
+from benchmarks import vs_pytorch
 from models import layers
 from train import loop, xla_flags
 from train.optimizers import build_optimizer
@@ -135,14 +146,27 @@ def ablated(ablation: str | None) -> Iterator[None]:
         yield
 
 
+@functools.cache
+def benchmark_batch(name: str, batch: int) -> tuple[np.ndarray, np.ndarray]:
+    """``batch`` normalized NHWC float32 training images of ``name``'s ``vs_pytorch`` data
+    set (Fashion-MNIST for LeNet-5, synthetic 32x32x3 otherwise) and their int32 labels.
+
+    Real images rather than random numbers: PyTorch's step of LeNet-5 took 17 ms on
+    standard normal inputs against 11 ms on Fashion-MNIST images (two alternating rounds
+    in one process, 2 CPU cores); ours does not depend on the values.
+    """
+    ds = vs_pytorch.load_data(name, max(batch, 1000), 10, None)
+    images = (ds.train_images[:batch].astype(np.float32) / 255.0 - ds.mean) / ds.std
+    return images.astype(np.float32), ds.train_labels[:batch].astype(np.int32)
+
+
 def _step_and_args(name: str, batch: int, ablation: str | None = None) -> tuple[Any, tuple]:
     """The jitted training step of ``name`` and its arguments (``ablation`` applied)."""
     shape = SHAPES[name]
     with ablated(ablation):
         tx = build_optimizer("nesterov", 0.01, 0.9)
         state = loop.create_train_state(models.create(name, 10), tx, jax.random.key(0), shape)
-        x = jax.random.normal(jax.random.key(1), (batch, *shape))
-        y = jax.random.randint(jax.random.key(2), (batch,), 0, 10)
+        x, y = (jnp.asarray(a) for a in benchmark_batch(name, batch))
         step = jax.jit(loop.train_step)
         C.block(step(state, x, y))  # traced and compiled under the patch
     return step, (state, x, y)
@@ -165,6 +189,7 @@ def profile_model(name: str, batch: int, repeats: int) -> dict[str, Any]:
     the step costs without its conv biases or its pooling windows (:data:`ABLATIONS`)."""
     step, (state, x, y) = _step_and_args(name, batch)
     step_ms = _median_ms(step, (state, x, y), repeats)
+    assert x.shape[1:] == SHAPES[name], (x.shape, SHAPES[name])
     rows = []
     convolutions = step_convolutions(jax.make_jaxpr(loop.train_step)(state, x, y).jaxpr)
     for i, eqn in enumerate(convolutions):
@@ -187,15 +212,131 @@ def profile_model(name: str, batch: int, repeats: int) -> dict[str, Any]:
                 "share_of_step": ms / step_ms,
             }
         )
+    kernels = conv_kernels(state.params)
     return {
         "model": name,
         "batch_size": batch,
         "step_ms": step_ms,
         "conv_ms": sum(r["ms"] for r in rows),
         "convolutions": rows,
+        "layers": [
+            {"layer": layer, "kernel": list(kernel), **convolutions_by_layer(rows, kernels)[layer]}
+            for layer, kernel in kernels
+        ],
         "ablations_ms": (
             ablate(name, batch, repeats, (step, (state, x, y))) if name in ABLATED_MODELS else {}
         ),
+        "pytorch": torch_step_profile(name, state.params, *benchmark_batch(name, batch), repeats),
+    }
+
+
+def conv_kernels(params: Any) -> list[tuple[str, tuple[int, ...]]]:
+    """``(layer name, HWIO kernel shape)`` of every 2-D convolution in ``params``, in order.
+
+    Example:
+      >>> import numpy as np
+      >>> conv = {"kernel": np.zeros((5, 5, 1, 20))}
+      >>> conv_kernels({"conv1": conv, "ip1": {"kernel": np.zeros((8, 2))}})
+      [('conv1', (5, 5, 1, 20))]
+    """
+    found = []
+    for name, leaf in params.items():
+        kernel = leaf.get("kernel") if isinstance(leaf, Mapping) else None
+        if kernel is not None and len(kernel.shape) == 4:
+            found.append((name, tuple(int(d) for d in kernel.shape)))
+    return found
+
+
+def convolutions_by_layer(
+    rows: Sequence[dict[str, Any]], kernels: Sequence[tuple[str, tuple[int, ...]]]
+) -> dict[str, dict[str, float]]:
+    """Our convolution rows (:func:`profile_model`) assigned to their layers: per layer
+    name, the milliseconds of its ``forward``, ``input_grad`` and ``kernel_grad`` that ran
+    as convolutions (a part computed otherwise, e.g. by matrix products, is absent).
+
+    A kernel gradient is an output laid out (in, kh, kw, out); a forward convolution takes
+    the layer's kernel and input channels; an input gradient takes the kernel with its
+    channels swapped and gives the layer's input channels (the first match is the forward
+    pass, which comes first in the step).
+
+    Example:
+      >>> rows = [{"lhs": [8, 12, 12, 20], "rhs": [5, 5, 20, 50], "out": [8, 8, 8, 50], "ms": 2.0},
+      ...         {"lhs": [20, 12, 12, 8], "rhs": [8, 8, 8, 50], "out": [20, 5, 5, 50], "ms": 3.0}]
+      >>> convolutions_by_layer(rows, [("conv2", (5, 5, 20, 50))])
+      {'conv2': {'forward': 2.0, 'kernel_grad': 3.0}}
+    """
+    found: dict[str, dict[str, float]] = {name: {} for name, _ in kernels}
+    for row in rows:
+        lhs, rhs, out = (tuple(row[k]) for k in ("lhs", "rhs", "out"))
+        for name, (kh, kw, cin, cout) in kernels:
+            layer = found[name]
+            if out == (cin, kh, kw, cout):
+                part = "kernel_grad"
+            elif rhs == (kh, kw, cin, cout) and lhs[-1] == cin and "forward" not in layer:
+                part = "forward"
+            elif rhs == (kh, kw, cout, cin) and lhs[-1] == cout and out[-1] == cin:
+                part = "input_grad"
+            else:
+                continue
+            layer[part] = layer.get(part, 0.0) + row["ms"]
+            break
+    return found
+
+
+def torch_step_profile(
+    name: str, params: Any, images: np.ndarray, labels: np.ndarray, repeats: int
+) -> dict[str, Any] | None:
+    """PyTorch's training step of the same network on the same batch (NHWC ``images``,
+    ``labels``; Nesterov SGD, all cores): its median time, and per convolution (by its
+    HWIO kernel shape) the forward and backward milliseconds a step under
+    ``torch.profiler``. ``None`` without torch."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    torch.set_num_threads(os.cpu_count() or 1)
+    model = vs_pytorch.torch_model(name, params, images.shape[1:])
+    opt = torch.optim.SGD(
+        model.parameters(), lr=vs_pytorch.LEARNING_RATE, momentum=vs_pytorch.MOMENTUM,
+        nesterov=True,
+    )  # fmt: skip
+    x = torch.from_numpy(np.ascontiguousarray(np.asarray(images).transpose(0, 3, 1, 2)))
+    y = torch.from_numpy(np.asarray(labels).astype(np.int64))
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+
+    step()  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    profiled = max(1, min(repeats, 4))
+    with torch.profiler.profile(
+        activities=[torch.profiler.ProfilerActivity.CPU], record_shapes=True
+    ) as prof:
+        for _ in range(profiled):
+            step()
+    layers: dict[tuple[int, ...], dict[str, float]] = {}
+    # (op, index of its weight among the inputs): the public ops, whose time includes
+    # whichever kernel (oneDNN or not) they dispatch to
+    ops = {"aten::convolution": ("forward", 1), "aten::convolution_backward": ("backward", 2)}
+    for event in prof.key_averages(group_by_input_shape=True):
+        if event.key not in ops:
+            continue
+        part, index = ops[event.key]
+        cout, cin, kh, kw = event.input_shapes[index]  # OIHW
+        layer = layers.setdefault((kh, kw, cin, cout), {})
+        layer[part] = layer.get(part, 0.0) + event.cpu_time_total / 1e3 / profiled
+    return {
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "step_ms": 1e3 * C.median(times),
+        "conv_ms": sum(sum(v.values()) for v in layers.values()),
+        "layers": [{"kernel": list(k), **v} for k, v in layers.items()],
     }
 
 
@@ -259,6 +400,8 @@ def render(payload: dict[str, Any]) -> str:
             )
         )
         lines.append("")
+        if r.get("pytorch"):
+            lines += _pytorch_lines(r)
         if r.get("ablations_ms"):
             base = r["ablations_ms"]["as is"]
             lines += [
@@ -276,6 +419,55 @@ def render(payload: dict[str, Any]) -> str:
                 "",
             ]
     return "\n".join(lines)
+
+
+PYTORCH_COLUMNS = [
+    "layer",
+    "kernel (HWIO)",
+    "ours: forward",
+    "ours: input gradient",
+    "ours: kernel gradient",
+    "PyTorch: forward",
+    "PyTorch: backward",
+]
+
+
+def _pytorch_lines(r: dict[str, Any]) -> list[str]:
+    """The report's comparison with PyTorch's step, layer by layer."""
+    torch_profile = r["pytorch"]
+    theirs = {tuple(layer["kernel"]): layer for layer in torch_profile["layers"]}
+
+    def cell(ms: float | None) -> str:
+        return "—" if ms is None else f"{ms:.2f}"
+
+    table = []
+    for layer in r["layers"]:
+        mine = [layer.get(part) for part in ("forward", "input_grad", "kernel_grad")]
+        other = theirs.get(tuple(layer["kernel"]), {})
+        table.append(
+            [
+                layer["layer"],
+                "x".join(map(str, layer["kernel"])),
+                cell(mine[0]),
+                cell(mine[1]),
+                cell(mine[2]),
+                cell(other.get("forward")),
+                cell(other.get("backward")),
+            ]
+        )
+    return [
+        f"Against PyTorch {torch_profile['torch']} ({torch_profile['threads']} threads), the "
+        f"same network and batch of images, Nesterov SGD: its step "
+        f"{torch_profile['step_ms']:.1f} ms against our {r['step_ms']:.1f} ms; its "
+        f"convolutions take {torch_profile['conv_ms']:.1f} ms of its step (`torch.profiler`, "
+        f"forward and backward ops), ours {r['conv_ms']:.1f} ms alone. Per layer (ms; ours "
+        "timed alone as above; PyTorch's backward holds both gradients, the first layer's "
+        "only the kernel's; — : not a convolution here, e.g. matrix products or a sum of "
+        "taps, or not computed, as the images' gradient):",
+        "",
+        C.markdown_table(PYTORCH_COLUMNS, table, align="llrrrrr"),
+        "",
+    ]
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ strict JSON file whose rows carry exactly the keys issue 7 specifies.
 
 from __future__ import annotations
 
-import importlib
+import importlib.util
 import json
 import math
 from pathlib import Path
@@ -182,6 +182,22 @@ def test_step_profile_finds_every_convolution_of_the_step(tmp_path):
     assert set(lenet["ablations_ms"]) == {"as is", *step_profile.ABLATIONS}
     assert all(ms > 0 for ms in lenet["ablations_ms"].values())
     assert "pools as subsampling" in md_path.read_text()
+    # Our convolutions by layer: conv1's forward is a sum of taps fused with its pool and
+    # conv2's input gradient is matrix products on the CPU, so neither is a convolution.
+    by_layer = {layer["layer"]: layer for layer in lenet["layers"]}
+    assert by_layer["conv1"]["kernel"] == [5, 5, 1, 20]
+    if jax.default_backend() == "cpu":
+        assert set(by_layer["conv1"]) == {"layer", "kernel", "kernel_grad"}
+        assert set(by_layer["conv2"]) == {"layer", "kernel", "forward", "kernel_grad"}
+    # PyTorch's step of the same network, layer by layer, where torch is installed
+    if importlib.util.find_spec("torch") is None:
+        assert lenet["pytorch"] is None
+    else:
+        theirs = {tuple(layer["kernel"]): layer for layer in lenet["pytorch"]["layers"]}
+        assert set(theirs) == {(5, 5, 1, 20), (5, 5, 20, 50)}
+        assert all(layer["forward"] > 0 and layer["backward"] > 0 for layer in theirs.values())
+        assert lenet["pytorch"]["step_ms"] > 0
+        assert "PyTorch: backward" in md_path.read_text()
 
 
 def test_step_profile_ablations_change_the_model_but_not_its_shapes():
