@@ -527,6 +527,12 @@ def render(payload: dict[str, Any]) -> str:
         + ("; ".join(verdicts) if verdicts else f"no batch-{TARGET_BATCH} cell in this grid")
         + ".",
     ]
+    if any(v.endswith("missed)") for v in verdicts):
+        lines += [
+            "",
+            "What limits a missed cell, layer by layer against PyTorch's step: "
+            "`python -m benchmarks.step_profile` (its report in this folder).",
+        ]
     return "\n".join(lines) + "\n"
 
 

@@ -87,3 +87,18 @@ def test_smoke_run_writes_results(tmp_path: Path) -> None:
     assert row["ratio"] == pytest.approx(row["jax_images_per_s"] / row["torch_images_per_s"])
     png = _common.png_path(tmp_path, "vs_pytorch")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_report_points_a_missed_target_to_the_step_profile() -> None:
+    """A batch-128 cell below its target sends the reader to ``step_profile``'s per-layer
+    comparison; a grid that meets every target does not."""
+    committed = Path(__file__).parents[1] / "benchmarks" / "results" / "vs_pytorch-cpu.json"
+    payload = json.loads(committed.read_text())
+
+    def with_ratio(ratio: float) -> dict:
+        rows = [dict(r, ratio=ratio) for r in payload["rows"]]
+        return dict(payload, rows=rows)
+
+    assert "benchmarks.step_profile" in vs_pytorch.render(with_ratio(0.5))
+    assert "(target >= 1.2x: missed)" in vs_pytorch.render(with_ratio(1.1))
+    assert "benchmarks.step_profile" not in vs_pytorch.render(with_ratio(2.0))
