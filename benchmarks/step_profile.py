@@ -189,7 +189,6 @@ def profile_model(name: str, batch: int, repeats: int) -> dict[str, Any]:
     the step costs without its conv biases or its pooling windows (:data:`ABLATIONS`)."""
     step, (state, x, y) = _step_and_args(name, batch)
     step_ms = _median_ms(step, (state, x, y), repeats)
-    assert x.shape[1:] == SHAPES[name], (x.shape, SHAPES[name])
     rows = []
     convolutions = step_convolutions(jax.make_jaxpr(loop.train_step)(state, x, y).jaxpr)
     for i, eqn in enumerate(convolutions):
@@ -213,6 +212,7 @@ def profile_model(name: str, batch: int, repeats: int) -> dict[str, Any]:
             }
         )
     kernels = conv_kernels(state.params)
+    by_kernel = convolutions_by_kernel(rows, [k for _, k in kernels])
     return {
         "model": name,
         "batch_size": batch,
@@ -220,8 +220,12 @@ def profile_model(name: str, batch: int, repeats: int) -> dict[str, Any]:
         "conv_ms": sum(r["ms"] for r in rows),
         "convolutions": rows,
         "layers": [
-            {"layer": layer, "kernel": list(kernel), **convolutions_by_layer(rows, kernels)[layer]}
-            for layer, kernel in kernels
+            {
+                "layers": [layer for layer, k in kernels if k == kernel],
+                "kernel": list(kernel),
+                **parts,
+            }
+            for kernel, parts in by_kernel.items()
         ],
         "ablations_ms": (
             ablate(name, batch, repeats, (step, (state, x, y))) if name in ABLATED_MODELS else {}
@@ -247,38 +251,43 @@ def conv_kernels(params: Any) -> list[tuple[str, tuple[int, ...]]]:
     return found
 
 
-def convolutions_by_layer(
-    rows: Sequence[dict[str, Any]], kernels: Sequence[tuple[str, tuple[int, ...]]]
-) -> dict[str, dict[str, float]]:
-    """Our convolution rows (:func:`profile_model`) assigned to their layers: per layer
-    name, the milliseconds of its ``forward``, ``input_grad`` and ``kernel_grad`` that ran
-    as convolutions (a part computed otherwise, e.g. by matrix products, is absent).
+def convolutions_by_kernel(
+    rows: Sequence[dict[str, Any]], kernels: Sequence[tuple[int, ...]]
+) -> dict[tuple[int, ...], dict[str, float]]:
+    """Our convolution rows (:func:`profile_model`) summed per HWIO kernel shape of the
+    model's layers (``kernels``, one entry per layer): the milliseconds of the
+    ``forward``, ``input_grad`` and ``kernel_grad`` that ran as convolutions (a part
+    computed otherwise, e.g. by matrix products, is absent). Layers of one shape share an
+    entry, as in PyTorch's profile (:func:`torch_step_profile`).
 
     A kernel gradient is an output laid out (in, kh, kw, out); a forward convolution takes
-    the layer's kernel and input channels; an input gradient takes the kernel with its
-    channels swapped and gives the layer's input channels (the first match is the forward
-    pass, which comes first in the step).
+    the kernel and its input channels; an input gradient takes the kernel with its channels
+    swapped and gives the input channels. Where the two cannot be told apart (as many
+    input as output channels), the first matches are the forward passes, which come first
+    in the step.
 
     Example:
       >>> rows = [{"lhs": [8, 12, 12, 20], "rhs": [5, 5, 20, 50], "out": [8, 8, 8, 50], "ms": 2.0},
       ...         {"lhs": [20, 12, 12, 8], "rhs": [8, 8, 8, 50], "out": [20, 5, 5, 50], "ms": 3.0}]
-      >>> convolutions_by_layer(rows, [("conv2", (5, 5, 20, 50))])
-      {'conv2': {'forward': 2.0, 'kernel_grad': 3.0}}
+      >>> convolutions_by_kernel(rows, [(5, 5, 20, 50)])
+      {(5, 5, 20, 50): {'forward': 2.0, 'kernel_grad': 3.0}}
     """
-    found: dict[str, dict[str, float]] = {name: {} for name, _ in kernels}
+    found: dict[tuple[int, ...], dict[str, float]] = {tuple(k): {} for k in kernels}
+    forwards = {k: 0 for k in found}
     for row in rows:
         lhs, rhs, out = (tuple(row[k]) for k in ("lhs", "rhs", "out"))
-        for name, (kh, kw, cin, cout) in kernels:
-            layer = found[name]
+        for kernel, parts in found.items():
+            kh, kw, cin, cout = kernel
             if out == (cin, kh, kw, cout):
                 part = "kernel_grad"
-            elif rhs == (kh, kw, cin, cout) and lhs[-1] == cin and "forward" not in layer:
+            elif rhs == kernel and lhs[-1] == cin and forwards[kernel] < kernels.count(kernel):
                 part = "forward"
+                forwards[kernel] += 1
             elif rhs == (kh, kw, cout, cin) and lhs[-1] == cout and out[-1] == cin:
                 part = "input_grad"
             else:
                 continue
-            layer[part] = layer.get(part, 0.0) + row["ms"]
+            parts[part] = parts.get(part, 0.0) + row["ms"]
             break
     return found
 
@@ -287,9 +296,9 @@ def torch_step_profile(
     name: str, params: Any, images: np.ndarray, labels: np.ndarray, repeats: int
 ) -> dict[str, Any] | None:
     """PyTorch's training step of the same network on the same batch (NHWC ``images``,
-    ``labels``; Nesterov SGD, all cores): its median time, and per convolution (by its
-    HWIO kernel shape) the forward and backward milliseconds a step under
-    ``torch.profiler``. ``None`` without torch."""
+    ``labels``; Nesterov SGD, all cores): its median time, and per HWIO kernel shape (the
+    layers of one shape together) the convolutions' forward and backward milliseconds a
+    step under ``torch.profiler``. ``None`` without torch."""
     try:
         import torch
     except ImportError:
@@ -422,7 +431,7 @@ def render(payload: dict[str, Any]) -> str:
 
 
 PYTORCH_COLUMNS = [
-    "layer",
+    "layers",
     "kernel (HWIO)",
     "ours: forward",
     "ours: input gradient",
@@ -446,7 +455,7 @@ def _pytorch_lines(r: dict[str, Any]) -> list[str]:
         other = theirs.get(tuple(layer["kernel"]), {})
         table.append(
             [
-                layer["layer"],
+                ", ".join(layer["layers"]),
                 "x".join(map(str, layer["kernel"])),
                 cell(mine[0]),
                 cell(mine[1]),

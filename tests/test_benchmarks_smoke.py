@@ -184,11 +184,11 @@ def test_step_profile_finds_every_convolution_of_the_step(tmp_path):
     assert "pools as subsampling" in md_path.read_text()
     # Our convolutions by layer: conv1's forward is a sum of taps fused with its pool and
     # conv2's input gradient is matrix products on the CPU, so neither is a convolution.
-    by_layer = {layer["layer"]: layer for layer in lenet["layers"]}
-    assert by_layer["conv1"]["kernel"] == [5, 5, 1, 20]
+    by_layer = {tuple(layer["layers"]): layer for layer in lenet["layers"]}
+    assert by_layer[("conv1",)]["kernel"] == [5, 5, 1, 20]
     if jax.default_backend() == "cpu":
-        assert set(by_layer["conv1"]) == {"layer", "kernel", "kernel_grad"}
-        assert set(by_layer["conv2"]) == {"layer", "kernel", "forward", "kernel_grad"}
+        assert set(by_layer[("conv1",)]) == {"layers", "kernel", "kernel_grad"}
+        assert set(by_layer[("conv2",)]) == {"layers", "kernel", "forward", "kernel_grad"}
     # PyTorch's step of the same network, layer by layer, where torch is installed
     if importlib.util.find_spec("torch") is None:
         assert lenet["pytorch"] is None
@@ -198,6 +198,28 @@ def test_step_profile_finds_every_convolution_of_the_step(tmp_path):
         assert all(layer["forward"] > 0 and layer["backward"] > 0 for layer in theirs.values())
         assert lenet["pytorch"]["step_ms"] > 0
         assert "PyTorch: backward" in md_path.read_text()
+
+
+def test_step_profile_sums_the_layers_of_one_kernel_shape_and_tells_their_passes_apart():
+    """Two layers of one square kernel (as many input as output channels): their forward
+    passes come first in the step, then their input gradients; kernel gradients by layout."""
+    from benchmarks import step_profile
+
+    def row(lhs, rhs, out, ms):
+        return {"lhs": lhs, "rhs": rhs, "out": out, "ms": ms}
+
+    kernel = (3, 3, 8, 8)
+    rows = [
+        row([2, 6, 6, 8], [3, 3, 8, 8], [2, 6, 6, 8], 1.0),  # forward, layer a
+        row([2, 6, 6, 8], [3, 3, 8, 8], [2, 6, 6, 8], 2.0),  # forward, layer b
+        row([2, 6, 6, 8], [3, 3, 8, 8], [2, 6, 6, 8], 4.0),  # input gradient, layer b
+        row([8, 6, 6, 2], [6, 6, 2, 8], [8, 3, 3, 8], 8.0),  # kernel gradient, layer b
+        row([2, 6, 6, 8], [3, 3, 8, 8], [2, 6, 6, 8], 16.0),  # input gradient, layer a
+        row([8, 6, 6, 2], [6, 6, 2, 8], [8, 3, 3, 8], 32.0),  # kernel gradient, layer a
+        row([2, 6, 6, 4], [3, 3, 4, 5], [2, 6, 6, 5], 64.0),  # another model's: no layer
+    ]
+    found = step_profile.convolutions_by_kernel(rows, [kernel, kernel])
+    assert found == {kernel: {"forward": 3.0, "input_grad": 20.0, "kernel_grad": 40.0}}
 
 
 def test_step_profile_ablations_change_the_model_but_not_its_shapes():
