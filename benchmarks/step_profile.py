@@ -51,7 +51,9 @@ import models.caffe
 from benchmarks import _common as C
 from benchmarks import vs_pytorch
 from models import layers
+from train import data as data_lib
 from train import loop, xla_flags
+from train.data_errors import DatasetNotFoundError
 from train.optimizers import build_optimizer
 
 BENCHMARK = "step_profile"
@@ -147,17 +149,24 @@ def ablated(ablation: str | None) -> Iterator[None]:
 
 
 @functools.cache
-def benchmark_batch(name: str, batch: int) -> tuple[np.ndarray, np.ndarray]:
+def benchmark_batch(name: str, batch: int) -> tuple[np.ndarray, np.ndarray, str]:
     """``batch`` normalized NHWC float32 training images of ``name``'s ``vs_pytorch`` data
-    set (Fashion-MNIST for LeNet-5, synthetic 32x32x3 otherwise) and their int32 labels.
+    set (Fashion-MNIST for LeNet-5, synthetic 32x32x3 otherwise), their int32 labels, and
+    the data set's name (``synthetic`` where Fashion-MNIST is not installed).
 
     Real images rather than random numbers: PyTorch's step of LeNet-5 took 17 ms on
     standard normal inputs against 11 ms on Fashion-MNIST images (two alternating rounds
     in one process, 2 CPU cores); ours does not depend on the values.
     """
-    ds = vs_pytorch.load_data(name, max(batch, 1000), 10, None)
+    size = max(batch, 1000)
+    try:
+        ds = vs_pytorch.load_data(name, size, 10, None)
+    except DatasetNotFoundError:
+        ds = data_lib.load_dataset(
+            "synthetic", synthetic_shape=SHAPES[name], synthetic_size=(size, 10)
+        )
     images = (ds.train_images[:batch].astype(np.float32) / 255.0 - ds.mean) / ds.std
-    return images.astype(np.float32), ds.train_labels[:batch].astype(np.int32)
+    return images.astype(np.float32), ds.train_labels[:batch].astype(np.int32), ds.name
 
 
 def _step_and_args(name: str, batch: int, ablation: str | None = None) -> tuple[Any, tuple]:
@@ -166,7 +175,7 @@ def _step_and_args(name: str, batch: int, ablation: str | None = None) -> tuple[
     with ablated(ablation):
         tx = build_optimizer("nesterov", 0.01, 0.9)
         state = loop.create_train_state(models.create(name, 10), tx, jax.random.key(0), shape)
-        x, y = (jnp.asarray(a) for a in benchmark_batch(name, batch))
+        x, y = (jnp.asarray(a) for a in benchmark_batch(name, batch)[:2])
         step = jax.jit(loop.train_step)
         C.block(step(state, x, y))  # traced and compiled under the patch
     return step, (state, x, y)
@@ -211,11 +220,13 @@ def profile_model(name: str, batch: int, repeats: int) -> dict[str, Any]:
                 "share_of_step": ms / step_ms,
             }
         )
+    images, labels, data = benchmark_batch(name, batch)
     kernels = conv_kernels(state.params)
     by_kernel = convolutions_by_kernel(rows, [k for _, k in kernels])
     return {
         "model": name,
         "batch_size": batch,
+        "data": data,
         "step_ms": step_ms,
         "conv_ms": sum(r["ms"] for r in rows),
         "convolutions": rows,
@@ -230,7 +241,7 @@ def profile_model(name: str, batch: int, repeats: int) -> dict[str, Any]:
         "ablations_ms": (
             ablate(name, batch, repeats, (step, (state, x, y))) if name in ABLATED_MODELS else {}
         ),
-        "pytorch": torch_step_profile(name, state.params, *benchmark_batch(name, batch), repeats),
+        "pytorch": torch_step_profile(name, state.params, images, labels, repeats),
     }
 
 
@@ -466,7 +477,8 @@ def _pytorch_lines(r: dict[str, Any]) -> list[str]:
         )
     return [
         f"Against PyTorch {torch_profile['torch']} ({torch_profile['threads']} threads), the "
-        f"same network and batch of images, Nesterov SGD: its step "
+        f"same network and batch of images ({r.get('data', 'the vs_pytorch data')}), "
+        "Nesterov SGD: its step "
         f"{torch_profile['step_ms']:.1f} ms against our {r['step_ms']:.1f} ms; its "
         f"convolutions take {torch_profile['conv_ms']:.1f} ms of its step (`torch.profiler`, "
         f"forward and backward ops), ours {r['conv_ms']:.1f} ms alone. Per layer (ms; ours "

@@ -200,6 +200,22 @@ def test_step_profile_finds_every_convolution_of_the_step(tmp_path):
         assert "PyTorch: backward" in md_path.read_text()
 
 
+def test_step_profile_falls_back_to_synthetic_images_without_fashion_mnist(tmp_path, monkeypatch):
+    """Where Debian's Fashion-MNIST is not installed (here: an empty directory in its
+    place), LeNet-5's profile runs on synthetic images of its shape and says so."""
+    from benchmarks import step_profile
+    from train import data as data_lib
+
+    monkeypatch.setattr(data_lib, "DEBIAN_FASHION_MNIST_DIR", tmp_path)
+    step_profile.benchmark_batch.cache_clear()
+    try:
+        images, labels, name = step_profile.benchmark_batch("lenet5", 4)
+    finally:
+        step_profile.benchmark_batch.cache_clear()
+    assert name == "synthetic" and images.shape == (4, 28, 28, 1) and labels.shape == (4,)
+    assert images.dtype == "float32" and labels.dtype == "int32"
+
+
 def test_step_profile_sums_the_layers_of_one_kernel_shape_and_tells_their_passes_apart():
     """Two layers of one square kernel (as many input as output channels): their forward
     passes come first in the step, then their input gradients; kernel gradients by layout."""
