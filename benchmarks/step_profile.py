@@ -33,7 +33,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
-import os
 import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -42,7 +41,6 @@ from unittest import mock
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax import lax
 
 import models
@@ -51,8 +49,8 @@ import models.caffe
 from benchmarks import _common as C
 from benchmarks import vs_pytorch
 from models import layers
+from train import augment, loop, xla_flags
 from train import data as data_lib
-from train import loop, xla_flags
 from train.data_errors import DatasetNotFoundError
 from train.optimizers import build_optimizer
 
@@ -149,10 +147,10 @@ def ablated(ablation: str | None) -> Iterator[None]:
 
 
 @functools.cache
-def benchmark_batch(name: str, batch: int) -> tuple[np.ndarray, np.ndarray, str]:
-    """``batch`` normalized NHWC float32 training images of ``name``'s ``vs_pytorch`` data
-    set (Fashion-MNIST for LeNet-5, synthetic 32x32x3 otherwise), their int32 labels, and
-    the data set's name (``synthetic`` where Fashion-MNIST is not installed).
+def benchmark_data(name: str, batch: int) -> data_lib.Dataset:
+    """At least ``batch`` training images of ``name``'s ``vs_pytorch`` data set
+    (Fashion-MNIST for LeNet-5, synthetic 32x32x3 otherwise; synthetic images of
+    LeNet-5's shape where Fashion-MNIST is not installed): the step's batch is its first.
 
     Real images rather than random numbers: PyTorch's step of LeNet-5 took 17 ms on
     standard normal inputs against 11 ms on Fashion-MNIST images (two alternating rounds
@@ -160,13 +158,11 @@ def benchmark_batch(name: str, batch: int) -> tuple[np.ndarray, np.ndarray, str]
     """
     size = max(batch, 1000)
     try:
-        ds = vs_pytorch.load_data(name, size, 10, None)
+        return vs_pytorch.load_data(name, size, 10, None)
     except DatasetNotFoundError:
-        ds = data_lib.load_dataset(
+        return data_lib.load_dataset(
             "synthetic", synthetic_shape=SHAPES[name], synthetic_size=(size, 10)
         )
-    images = (ds.train_images[:batch].astype(np.float32) / 255.0 - ds.mean) / ds.std
-    return images.astype(np.float32), ds.train_labels[:batch].astype(np.int32), ds.name
 
 
 def _step_and_args(name: str, batch: int, ablation: str | None = None) -> tuple[Any, tuple]:
@@ -175,7 +171,9 @@ def _step_and_args(name: str, batch: int, ablation: str | None = None) -> tuple[
     with ablated(ablation):
         tx = build_optimizer("nesterov", 0.01, 0.9)
         state = loop.create_train_state(models.create(name, 10), tx, jax.random.key(0), shape)
-        x, y = (jnp.asarray(a) for a in benchmark_batch(name, batch)[:2])
+        ds = benchmark_data(name, batch)
+        x = augment.normalize(ds.train_images[:batch], ds.mean, ds.std)
+        y = jnp.asarray(ds.train_labels[:batch])
         step = jax.jit(loop.train_step)
         C.block(step(state, x, y))  # traced and compiled under the patch
     return step, (state, x, y)
@@ -220,13 +218,12 @@ def profile_model(name: str, batch: int, repeats: int) -> dict[str, Any]:
                 "share_of_step": ms / step_ms,
             }
         )
-    images, labels, data = benchmark_batch(name, batch)
     kernels = conv_kernels(state.params)
     by_kernel = convolutions_by_kernel(rows, [k for _, k in kernels])
     return {
         "model": name,
         "batch_size": batch,
-        "data": data,
+        "data": benchmark_data(name, batch).name,
         "step_ms": step_ms,
         "conv_ms": sum(r["ms"] for r in rows),
         "convolutions": rows,
@@ -241,7 +238,7 @@ def profile_model(name: str, batch: int, repeats: int) -> dict[str, Any]:
         "ablations_ms": (
             ablate(name, batch, repeats, (step, (state, x, y))) if name in ABLATED_MODELS else {}
         ),
-        "pytorch": torch_step_profile(name, state.params, images, labels, repeats),
+        "pytorch": torch_step_profile(name, state.params, batch, repeats),
     }
 
 
@@ -303,25 +300,21 @@ def convolutions_by_kernel(
     return found
 
 
-def torch_step_profile(
-    name: str, params: Any, images: np.ndarray, labels: np.ndarray, repeats: int
-) -> dict[str, Any] | None:
-    """PyTorch's training step of the same network on the same batch (NHWC ``images``,
-    ``labels``; Nesterov SGD, all cores): its median time, and per HWIO kernel shape (the
-    layers of one shape together) the convolutions' forward and backward milliseconds a
-    step under ``torch.profiler``. ``None`` without torch."""
+def torch_step_profile(name: str, params: Any, batch: int, repeats: int) -> dict[str, Any] | None:
+    """PyTorch's training step of the same network on the same batch
+    (:func:`benchmark_data`; :class:`benchmarks.vs_pytorch.TorchArm`'s model, optimizer and
+    normalization): its median time, and per HWIO kernel shape (the layers of one shape
+    together) the convolutions' forward and backward milliseconds a step under
+    ``torch.profiler``. ``None`` without torch, or where ``vs_pytorch`` would run PyTorch
+    on a GPU (this profile times CPU ops)."""
     try:
         import torch
     except ImportError:
         return None
-    torch.set_num_threads(os.cpu_count() or 1)
-    model = vs_pytorch.torch_model(name, params, images.shape[1:])
-    opt = torch.optim.SGD(
-        model.parameters(), lr=vs_pytorch.LEARNING_RATE, momentum=vs_pytorch.MOMENTUM,
-        nesterov=True,
-    )  # fmt: skip
-    x = torch.from_numpy(np.ascontiguousarray(np.asarray(images).transpose(0, 3, 1, 2)))
-    y = torch.from_numpy(np.asarray(labels).astype(np.int64))
+    if vs_pytorch.torch_device() != "cpu":
+        return None
+    arm = vs_pytorch.TorchArm(name, params, benchmark_data(name, batch), batch)
+    model, opt, x, y = arm.model, arm.opt, arm.x[:batch], arm.y[:batch]
 
     def step() -> None:
         opt.zero_grad(set_to_none=True)

@@ -207,13 +207,13 @@ def test_step_profile_falls_back_to_synthetic_images_without_fashion_mnist(tmp_p
     from train import data as data_lib
 
     monkeypatch.setattr(data_lib, "DEBIAN_FASHION_MNIST_DIR", tmp_path)
-    step_profile.benchmark_batch.cache_clear()
+    step_profile.benchmark_data.cache_clear()
     try:
-        images, labels, name = step_profile.benchmark_batch("lenet5", 4)
+        ds = step_profile.benchmark_data("lenet5", 4)
     finally:
-        step_profile.benchmark_batch.cache_clear()
-    assert name == "synthetic" and images.shape == (4, 28, 28, 1) and labels.shape == (4,)
-    assert images.dtype == "float32" and labels.dtype == "int32"
+        step_profile.benchmark_data.cache_clear()
+    assert ds.name == "synthetic" and ds.train_images.shape[1:] == (28, 28, 1)
+    assert len(ds.train_images) >= 4 and ds.train_images.dtype == "uint8"
 
 
 def test_step_profile_sums_the_layers_of_one_kernel_shape_and_tells_their_passes_apart():
