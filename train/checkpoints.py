@@ -231,7 +231,7 @@ class Checkpointer:
         dropped too (:class:`_DropReportsFrom`).
         """
         writers = _orbax_threads()
-        logging.getLogger("absl").addFilter(_DropReportsFrom(t.ident for t in writers))
+        logging.getLogger("absl").addFilter(_DropReportsFrom(writers))
         with _quiet():
             if self._checkpointer is not None:
                 with contextlib.suppress(Exception):
@@ -489,20 +489,26 @@ def _join(threads: list[threading.Thread], timeout: float) -> None:
 
 
 class _DropReportsFrom(logging.Filter):
-    """Drops the log records of the given threads (a failed save's orbax writers).
+    """Drops the log records of the given threads (a failed save's orbax writers), known by
+    their ident and name: the system reuses the ident of a thread that ended, so a later
+    thread of another name keeps its records.
 
     Example:
       >>> record = logging.LogRecord("absl", 40, "", 0, "write failed", None, None)
-      >>> _DropReportsFrom([record.thread]).filter(record), _DropReportsFrom([]).filter(record)
+      >>> me = threading.current_thread()
+      >>> _DropReportsFrom([me]).filter(record), _DropReportsFrom([]).filter(record)
       (False, True)
+      >>> record.threadName = "a later thread with the same ident"
+      >>> _DropReportsFrom([me]).filter(record)
+      True
     """
 
-    def __init__(self, idents: Any) -> None:
+    def __init__(self, threads: Any) -> None:
         super().__init__()
-        self.idents = frozenset(i for i in idents if i is not None)
+        self.threads = frozenset((t.ident, t.name) for t in threads if t.ident is not None)
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return record.thread not in self.idents
+        return (record.thread, record.threadName) not in self.threads
 
 
 class _Drop(logging.Filter):
