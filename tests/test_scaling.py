@@ -466,3 +466,27 @@ def test_lenet5_on_two_devices_trains_as_on_one_in_every_run():
     process had one core. Compiled with XLA's optimizations, as the app runs."""
     result = _python(_LENET5_TWO_DEVICES, devices=2, optimized=True)
     assert result.returncode == 0 and "ok" in result.stdout, result.stdout + result.stderr
+
+
+def test_chunked_epochs_keep_at_most_two_chunks_alive(monkeypatch):
+    """The chunked mode's memory bound, counted on the CPU where ``memory_stats`` reports
+    nothing: whenever a chunk is put on the devices, the live training-data arrays (of any
+    chunk) number at most two, the running chunk and the new one."""
+    config = Config(
+        model="tiny", dataset="synthetic", optimizer="sgd", synthetic_shape=(8, 8, 1),
+        synthetic_size=(96, 40), batch_size=8, epochs=2, data_mode="chunked", chunk_batches=2,
+    )  # fmt: skip
+    rows_per_chunk = config.chunk_batches * config.batch_size
+    put_rows, alive = sharding.put_rows, []
+
+    def counting_put_rows(host, mesh, num_rows=None, fill=0):
+        array = put_rows(host, mesh, num_rows, fill)
+        if array.shape[0] == rows_per_chunk and array.ndim == 4:  # a chunk of images
+            chunks = [a for a in jax.live_arrays() if a.shape == array.shape]
+            alive.append(len(chunks))
+        return array
+
+    monkeypatch.setattr(sharding, "put_rows", counting_put_rows)
+    train_run.run(config, log=None)
+    assert len(alive) == 2 * 96 // rows_per_chunk, alive  # every chunk of both epochs
+    assert max(alive) == 2, alive
