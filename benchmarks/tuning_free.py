@@ -165,6 +165,16 @@ ABLATIONS: dict[str, tuple[str, Callable[[Any], optax.GradientTransformation]]] 
         VARIANT,
         lambda m: po.schedule_free_polyak_adam(max_learning_rate=_lr(1e-2, m), confidence=1e30),
     ),
+    # the variant at other confidences: SPS's own 2 (the default until 2026-12-01), 3, 4
+    **{
+        f"schedule_free_polyak_adam_gamma{gamma}": (
+            VARIANT,
+            lambda m, gamma=gamma: po.schedule_free_polyak_adam(
+                max_learning_rate=_lr(1e-2, m), confidence=float(gamma)
+            ),
+        )
+        for gamma in (2, 3, 4)
+    },
 }
 
 

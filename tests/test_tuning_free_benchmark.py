@@ -98,3 +98,27 @@ def test_ablations_run_into_their_own_report_and_are_never_peers(tmp_path):
     assert payload["verdicts"] == []  # an ablation is no peer: nothing to judge against
     assert "schedule_free_polyak_adam_no_polyak" in md_path.read_text()
     assert not _common.result_paths(tmp_path, tf.BENCHMARK)[1].exists()
+
+
+def test_the_confidence_ablations_are_the_variant_at_their_own_gamma():
+    import jax.numpy as jnp
+
+    import polyak_optax as po
+
+    params, grads = jnp.array([1.0, -2.0, 0.5]), jnp.array([0.3, -0.1, 0.2])
+
+    def first_update(opt):
+        updates, _ = opt.update(grads, opt.init(params), params, value=jnp.float32(0.001))
+        return updates
+
+    seen = []
+    for gamma in (2, 3, 4):
+        name, factory = tf.ABLATIONS[f"schedule_free_polyak_adam_gamma{gamma}"]
+        assert name == tf.VARIANT
+        expected = po.schedule_free_polyak_adam(max_learning_rate=1e-2, confidence=gamma)
+        ours = first_update(factory(None))
+        assert jnp.array_equal(ours, first_update(expected)), gamma
+        seen.append(ours)
+    assert not jnp.array_equal(seen[0], seen[2])  # the Polyak step binds: gamma matters
+    default = first_update(tf.OPTIMIZERS[tf.VARIANT](None))
+    assert jnp.array_equal(default, first_update(po.schedule_free_polyak_adam(confidence=5.0)))

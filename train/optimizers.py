@@ -272,7 +272,7 @@ OPTIMIZERS: dict[str, OptimizerSpec] = {
         DEFAULT_MOMENTUM,
         eval_params=_schedule_free_eval_params,
         about="po.schedule_free_polyak_adam: schedule-free AdamW with a capped Polyak step "
-        "in Adam's metric (gamma 2), evaluated at the averaged parameters; lr = the "
+        "in Adam's metric (gamma 5), evaluated at the averaged parameters; lr = the "
         "step's ceiling, momentum = b1",
     ),
     "adagrad": OptimizerSpec(injected(optax.adagrad), 0.01, about="AdaGrad"),

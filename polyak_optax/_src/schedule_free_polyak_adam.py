@@ -138,7 +138,7 @@ def schedule_free_polyak_adam(
     b2: float = 0.999,
     eps: float = 1e-8,
     max_learning_rate: optax.ScalarOrSchedule = 1e-2,
-    confidence: float = 2.0,
+    confidence: float = 5.0,
     f_min: float = 0.0,
     weight_lr_power: float = 2.0,
     anneal_follow: float | None = 0.5,
@@ -158,8 +158,13 @@ def schedule_free_polyak_adam(
     then :math:`x` and :math:`y` as in :func:`schedule_free_polyak` (optax's averaging
     weights, and the average follows the base iterate once a schedule on the ceiling
     decays). The ceiling's default, 1e-2, is ``optax.contrib.momo_adam``'s learning
-    rate, the other defaults ``schedule_free_adamw``'s. Evaluate at :math:`x`:
-    ``optax.contrib.schedule_free_eval_params(state, params)``.
+    rate, the other defaults ``schedule_free_adamw``'s. The confidence's default, 5, is
+    SPS's 2 (:math:`c = 1/2`, a step for the point where the gradient was taken) times
+    2.5, the ratio of schedule-free AdamW's published learning rate (2.5e-3) to Adam's
+    (1e-3): the gradient is taken at :math:`y`, which moves only partly with :math:`z`
+    (by :math:`1 - \beta_1` at once, then as the average :math:`x` follows), so the
+    schedule-free authors' base steps are larger than a plain method's. Evaluate at
+    :math:`x`: ``optax.contrib.schedule_free_eval_params(state, params)``.
 
     Args:
       b1: :math:`\beta_1 \in (0, 1)`, the interpolation weight of :math:`x` in
@@ -168,7 +173,7 @@ def schedule_free_polyak_adam(
       eps: :math:`\epsilon \ge 0`, added to :math:`\sqrt{\hat v_k}`.
       max_learning_rate: ceiling :math:`\lambda_k > 0` of the step; a number or a
         schedule (also the averaging weights' learning rate).
-      confidence: :math:`\gamma > 0` (2 is SPS's :math:`c = 1/2`).
+      confidence: :math:`\gamma > 0` (5: SPS's 2 times 2.5, above).
       f_min: a known lower bound of the loss (0 for the cross entropy).
       weight_lr_power: :math:`p`, as in ``optax.contrib.schedule_free``.
       anneal_follow: :math:`q > 0` of :func:`schedule_free_polyak`; ``None``: optax's
