@@ -17,6 +17,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import jax.numpy as jnp
 import numpy as np
@@ -402,13 +403,16 @@ def test_a_killed_holder_leaves_no_stale_lock(tmp_path):
         assert (workdir / ".lock").read_text().split()[0] == str(os.getpid())
 
 
-def _orbax_writer(seconds: float, name: str = "array_type_handler"):
+def _orbax_writer(seconds: float, name: str = "array_type_handler", then: Any = None):
     """A real orbax background writer thread that fails after ``seconds`` (as a metadata
-    write on a full disk does), logging its error with a traceback to absl."""
+    write on a full disk does), logging its error with a traceback to absl; before it
+    fails it calls ``then`` (to start another writer, as a save's threads do)."""
     from orbax.checkpoint._src.futures import future
 
     def write():
         time.sleep(seconds)
+        if then is not None:
+            then()
         raise OSError(28, "No space left on device")
 
     thread = future._SignalingThread(
@@ -443,6 +447,27 @@ def test_a_failed_save_waits_for_orbax_writers_and_drops_their_reports(
         threading.Thread.join(writer, 5.0)  # orbax's own join raises the writer's error
         assert not writer.is_alive()
         assert not [r for r in records if r.thread == writer.ident], records
+    finally:
+        absl.removeHandler(handler)
+        absl.filters[:] = filters
+
+
+def test_a_failed_save_drops_the_reports_of_writers_started_while_it_waits(tmp_path):
+    """A writer that the failed save's threads start after the failure (here: after the
+    save's first writer was seen) is waited for, and its report dropped, like the first."""
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    absl = logging.getLogger("absl")
+    filters = list(absl.filters)
+    absl.addHandler(handler)
+    later: list[threading.Thread] = []
+    try:
+        first = _orbax_writer(0.2, "coordinator", then=lambda: later.append(_orbax_writer(0.3)))
+        Checkpointer(tmp_path / "ckpt")._abandon(3)
+        assert len(later) == 1 and not later[0].is_alive() and not first.is_alive()
+        writers = {first.ident, later[0].ident}
+        assert not [r for r in records if r.thread in writers], records
     finally:
         absl.removeHandler(handler)
         absl.filters[:] = filters

@@ -228,16 +228,23 @@ class Checkpointer:
         dropped with the save's; were they still running when the process exits, they
         would print a traceback after the one-line error ("cannot schedule new futures
         after shutdown", seen once in CI). The records of any that outlive the wait are
-        dropped too (:class:`_DropReportsFrom`).
+        dropped too (:class:`_DropReportsFrom`), and so are those of writers that the
+        save's threads start while they are waited for.
         """
-        writers = _orbax_threads()
-        logging.getLogger("absl").addFilter(_DropReportsFrom(writers))
+        drop = _DropReportsFrom(_orbax_threads())
+        logging.getLogger("absl").addFilter(drop)
+        deadline = time.monotonic() + _WRITER_WAIT_S
         with _quiet():
             if self._checkpointer is not None:
                 with contextlib.suppress(Exception):
                     self._checkpointer.close()
                 self._checkpointer = None
-            _join(writers, _WRITER_WAIT_S)
+            while True:  # until no writer is left, or the wait is over
+                writers = [t for t in _orbax_threads() if t.is_alive()]
+                drop.add(writers)
+                if not writers or time.monotonic() >= deadline:
+                    break
+                _join(writers, deadline - time.monotonic())
         if _is_primary():
             self._remove_temporary(epoch)
 
@@ -505,7 +512,13 @@ class _DropReportsFrom(logging.Filter):
 
     def __init__(self, threads: Any) -> None:
         super().__init__()
-        self.threads = frozenset((t.ident, t.name) for t in threads if t.ident is not None)
+        self.threads: frozenset[tuple[int, str]] = frozenset()
+        self.add(threads)
+
+    def add(self, threads: Any) -> None:
+        """Drops the records of ``threads`` too (one assignment: safe while others log)."""
+        new = {(t.ident, t.name) for t in threads if t.ident is not None}
+        self.threads = self.threads | new
 
     def filter(self, record: logging.LogRecord) -> bool:
         return (record.thread, record.threadName) not in self.threads
