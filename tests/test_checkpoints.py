@@ -7,6 +7,7 @@ checkpoint, a read-only filesystem, and a second process taking the workdir lock
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -16,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -422,6 +424,23 @@ def _orbax_writer(seconds: float, name: str = "array_type_handler", then: Any = 
     return thread
 
 
+@contextlib.contextmanager
+def _absl_records() -> Iterator[list[logging.LogRecord]]:
+    """The absl records that pass its filters while the block runs; the filters that the
+    block adds are removed after it."""
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    absl = logging.getLogger("absl")
+    filters = list(absl.filters)
+    absl.addHandler(handler)
+    try:
+        yield records
+    finally:
+        absl.removeHandler(handler)
+        absl.filters[:] = filters
+
+
 @pytest.mark.parametrize("outlives_the_wait", [False, True])
 def test_a_failed_save_waits_for_orbax_writers_and_drops_their_reports(
     tmp_path, monkeypatch, outlives_the_wait
@@ -434,40 +453,22 @@ def test_a_failed_save_waits_for_orbax_writers_and_drops_their_reports(
 
     if outlives_the_wait:
         monkeypatch.setattr(checkpoints, "_WRITER_WAIT_S", 0.05)
-    records: list[logging.LogRecord] = []
-    handler = logging.Handler()
-    handler.emit = records.append
-    absl = logging.getLogger("absl")
-    filters = list(absl.filters)
-    absl.addHandler(handler)
-    try:
+    with _absl_records() as records:
         writer = _orbax_writer(0.5)
         Checkpointer(tmp_path / "ckpt")._abandon(3)  # what a failed save calls
         assert writer.is_alive() == outlives_the_wait
         threading.Thread.join(writer, 5.0)  # orbax's own join raises the writer's error
         assert not writer.is_alive()
         assert not [r for r in records if r.thread == writer.ident], records
-    finally:
-        absl.removeHandler(handler)
-        absl.filters[:] = filters
 
 
 def test_a_failed_save_drops_the_reports_of_writers_started_while_it_waits(tmp_path):
     """A writer that the failed save's threads start after the failure (here: after the
     save's first writer was seen) is waited for, and its report dropped, like the first."""
-    records: list[logging.LogRecord] = []
-    handler = logging.Handler()
-    handler.emit = records.append
-    absl = logging.getLogger("absl")
-    filters = list(absl.filters)
-    absl.addHandler(handler)
     later: list[threading.Thread] = []
-    try:
+    with _absl_records() as records:
         first = _orbax_writer(0.2, "coordinator", then=lambda: later.append(_orbax_writer(0.3)))
         Checkpointer(tmp_path / "ckpt")._abandon(3)
         assert len(later) == 1 and not later[0].is_alive() and not first.is_alive()
         writers = {first.ident, later[0].ident}
         assert not [r for r in records if r.thread in writers], records
-    finally:
-        absl.removeHandler(handler)
-        absl.filters[:] = filters
