@@ -231,7 +231,7 @@ class Checkpointer:
         dropped too (:class:`_DropReportsFrom`), and so are those of writers that the
         save's threads start while they are waited for.
         """
-        drop = _DropReportsFrom(_orbax_threads())
+        drop = _DropReportsFrom(())  # while _quiet() drops every record: the writers left
         logging.getLogger("absl").addFilter(drop)
         deadline = time.monotonic() + _WRITER_WAIT_S
         with _quiet():
@@ -240,7 +240,7 @@ class Checkpointer:
                     self._checkpointer.close()
                 self._checkpointer = None
             while True:  # until no writer is left, or the wait is over
-                writers = [t for t in _orbax_threads() if t.is_alive()]
+                writers = _orbax_threads()
                 drop.add(writers)
                 if not writers or time.monotonic() >= deadline:
                     break
