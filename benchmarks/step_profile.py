@@ -34,7 +34,6 @@ import contextlib
 import functools
 import math
 import sys
-import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 from unittest import mock
@@ -314,19 +313,9 @@ def torch_step_profile(name: str, params: Any, batch: int, repeats: int) -> dict
     if vs_pytorch.torch_device() != "cpu":
         return None
     arm = vs_pytorch.TorchArm(name, params, benchmark_data(name, batch), batch)
-    model, opt, x, y = arm.model, arm.opt, arm.x[:batch], arm.y[:batch]
-
-    def step() -> None:
-        opt.zero_grad(set_to_none=True)
-        torch.nn.functional.cross_entropy(model(x), y).backward()
-        opt.step()
-
+    step = functools.partial(arm.step, arm.x[:batch], arm.y[:batch])
     step()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
+    times = [C.timed(step)[0] for _ in range(repeats)]
     profiled = max(1, min(repeats, 4))
     with torch.profiler.profile(
         activities=[torch.profiler.ProfilerActivity.CPU], record_shapes=True

@@ -215,8 +215,17 @@ class TorchArm:
         x = self.torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
         return x.to(self.device)
 
+    def step(self, x: Any, y: Any) -> tuple[Any, Any]:
+        """One Nesterov SGD step on the batch ``(x, y)``; returns its logits and loss."""
+        logits = self.model(x)
+        loss = self.torch.nn.functional.cross_entropy(logits, y)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        return logits, loss
+
     def epoch(self) -> dict[str, float]:
-        torch, f = self.torch, self.torch.nn.functional
+        torch = self.torch
         self.model.train()
         n, b = len(self.y), self.batch_size
         perm = torch.randperm(n, generator=self.generator).to(self.device)
@@ -225,11 +234,7 @@ class TorchArm:
         for i in range(n // b):
             idx = perm[i * b : (i + 1) * b]
             x, y = self.x[idx], self.y[idx]
-            logits = self.model(x)
-            loss = f.cross_entropy(logits, y)
-            self.opt.zero_grad(set_to_none=True)
-            loss.backward()
-            self.opt.step()
+            logits, loss = self.step(x, y)
             with torch.no_grad():
                 loss_sum += loss.detach()
                 correct += (logits.argmax(1) == y).sum()
