@@ -1,14 +1,19 @@
 """``train.run(config)``: the one training function of the CLI and of every benchmark.
 
-It loads the data, builds the mesh, the model and the optimizer from the registries,
-runs the device-resident epochs (:func:`train.loop.train_epoch`, one jitted call each),
-evaluates, and, when the config names a workdir, writes checkpoints and metrics:
+A run is three phases, each in the module that owns it:
 
-* ``config.json``: the resolved config plus ``derived`` facts (sizes, devices, versions);
-  its target ``epochs`` is never lowered by a resume;
-* ``checkpoints/<epoch>/``: after every epoch; ``metrics.jsonl``, TensorBoard events and
-  ``curves.png`` get an epoch only once its checkpoint is committed (:mod:`train.report`);
-* ``.lock``: held while the run lives, so a second run into the same workdir stops at once.
+1. set up (:func:`train.setup.create`): the workdir, the data set on the devices
+   (:mod:`train.placement`), the mesh, the model, the optimizer, the state (restored on
+   ``--resume``), ``config.json`` and the metric sinks, as an ``Experiment``;
+2. the epoch loop (:func:`_train`, below): each epoch trains (one jitted call,
+   :func:`train.loop.train_epoch`, or its chunks), evaluates, checks that the loss is
+   finite, saves a checkpoint (``checkpoints/<epoch>/``) and only then reports the epoch
+   (``metrics.jsonl``, TensorBoard, ``curves.png``: :mod:`train.report`), and stops where
+   a signal asked, in every process after the same epoch;
+3. the report: the history of epoch records, or an exception that carries it.
+
+While the run lives it holds the workdir's ``.lock``, so a second run into the same
+workdir stops at once.
 
 Faults end the run with an exception that the CLI turns into one line and an exit status:
 :class:`Diverged` (a non-finite training loss under ``on_nan="stop"``),
