@@ -251,7 +251,7 @@ def _banner(experiment: Experiment) -> str:
     """The run's first line: data, model, optimizer, batches, devices, workdir."""
     config, derived, mesh = experiment.config, experiment.derived, experiment.mesh
     image_shape = tuple(derived["image_shape"])
-    params = models.param_count(config.model, image_shape, derived["num_classes"])
+    params = sum(x.size for x in jax.tree.leaves(experiment.state.params))
     return (
         f"{config.dataset}: {derived['num_train']} train / {derived['num_test']} test images "
         f"{'x'.join(map(str, image_shape))}; {config.model} ({params:,} params); "
