@@ -12,6 +12,13 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from polyak_optax._src._polyak import (
+    at,
+    concrete,
+    loss_scalar,
+    polyak_step_size,
+    skip_unless_finite,
+)
 from polyak_optax._src.layerwise import (
     LayersFn,
     _check_layers,
@@ -173,20 +180,15 @@ def scale_by_adaptive_nesterov(
       Loizou et al., `Stochastic Polyak step-size for SGD: an adaptive learning rate
       for fast convergence <https://arxiv.org/abs/2002.10542>`_, 2021.
     """
-    _check_momentum(momentum)
-    _check_number_or_schedule("confidence", confidence, positive=True)
-    _check_number_or_schedule("f_min", f_min, positive=False)
-    lr_lo = _check_bound("min_learning_rate", min_learning_rate, schedule_ok=False)
-    lr_hi = _check_bound("max_learning_rate", max_learning_rate, schedule_ok=True)
-    sq_lo = _check_bound("min_grad_sq_norm", min_grad_sq_norm, schedule_ok=False)
-    sq_hi = _check_bound("max_grad_sq_norm", max_grad_sq_norm, schedule_ok=False)
-    _check_order("min_learning_rate", lr_lo, "max_learning_rate", lr_hi)
-    _check_order("min_grad_sq_norm", sq_lo, "max_grad_sq_norm", sq_hi)
-    store_grad = _check_flag("store_grad", store_grad)
-    layerwise = _check_flag("layerwise", layerwise)
-    _check_layers(layers)
-    if layers is not None and not layerwise:
-        raise ValueError("layers groups the leaves for layerwise=True; set layerwise=True")
+    store_grad, layerwise = _check_hyperparameters(
+        momentum,
+        confidence,
+        f_min,
+        (min_learning_rate, max_learning_rate, min_grad_sq_norm, max_grad_sq_norm),
+        store_grad,
+        layerwise,
+        layers,
+    )
 
     def init_fn(params: optax.Params) -> AdaptiveNesterovState:
         if layerwise:
@@ -209,81 +211,44 @@ def scale_by_adaptive_nesterov(
         **extra_args: Any,
     ) -> tuple[optax.Updates, AdaptiveNesterovState]:
         del params, extra_args
-        if value is None:
-            raise ValueError(
-                "value: adaptive Nesterov needs the loss at params, "
-                "call update(grads, state, params, value=loss)"
-            )
-        value = jnp.asarray(value)
-        if value.size != 1:
-            raise ValueError(f"value must be the scalar loss, got shape {value.shape}")
         compute = jnp.promote_types(state.learning_rate.dtype, jnp.float32)
-        value = value.reshape(()).astype(compute)
+        loss = loss_scalar(value, compute)
         count = state.count
         with_paths, treedef = jax.tree_util.tree_flatten_with_path(updates)
         grads = [g for _, g in with_paths]
-
-        # sum |g|^2 over the tree. A NaN or inf entry makes it non-finite, so the same
-        # number decides the skip: one decision per step, no per-leaf isfinite. One
-        # reduction per leaf, not one over the leaves' concatenation: XLA:CPU's fused
-        # concatenation of the leaves (masked vector loads and stores) ran at a few
-        # hundred cycles a vector in some buffer placements, 17 ms of LeNet-5's 27 ms step
-        # (2 CPU cores, 2026-12-01), and the main job's epoch went from 13 s to 4 s
-        # without it.
-        leaf_sq = [_sum_of_squares(g).astype(compute) for g in grads]
-        grad_sq = jnp.sum(jnp.stack(leaf_sq)) if leaf_sq else jnp.zeros([], compute)
+        leaf_sq, grad_sq = _sq_norm(grads, compute)
         # The skip flag goes through a sqrt (finite exactly where its argument is): XLA
         # fuses cheap scalar chains into every consumer, and the sum over all leaves in
-        # each leaf's update made the HLO quadratic (5x Nesterov's compile time on
-        # ResNet-34); an expensive op is computed once and its result shared.
-        finite = jnp.isfinite(value) & jnp.isfinite(jnp.sqrt(grad_sq))
-
-        gamma = jnp.asarray(_at(confidence, count), compute)
-        gap = jnp.abs(value - jnp.asarray(_at(f_min, count), compute))
-        # gap / 0 is inf (clipped to eta_max below, or 0 without one); a zero gap gives 0.
-        # Everything that reads grad_sq ends in this division or the sqrt above.
-        ratio = gamma * gap / _clip(grad_sq, min_grad_sq_norm, max_grad_sq_norm)
-        ratio = jnp.where(gap == 0, 0, ratio)
-        eta = _clip(ratio, min_learning_rate, _at(max_learning_rate, count))
-        eta = jnp.where(finite & jnp.isfinite(eta), eta, 0).astype(compute)
-        alpha = jnp.asarray(_at(momentum, count), compute)
-        # A skipped step keeps the velocity (alpha 1, eta 0) and emits zero.
-        keep = jnp.where(finite, alpha, 1)
-        carry = jnp.where(finite, alpha, 0)
+        # each leaf's update made the HLO quadratic in the number of leaves; an
+        # expensive op is computed once and its result shared.
+        finite = jnp.isfinite(loss) & jnp.isfinite(jnp.sqrt(grad_sq))
+        eta = polyak_step_size(
+            loss,
+            grad_sq,
+            confidence=at(confidence, count),
+            f_min=at(f_min, count),
+            absolute_gap=True,
+            min_sq_norm=min_grad_sq_norm,
+            max_sq_norm=max_grad_sq_norm,
+            min_step=min_learning_rate,
+            max_step=at(max_learning_rate, count),
+        )
+        alpha = jnp.asarray(at(momentum, count), compute)
         # The step's scalars, computed once (see _computed_once): otherwise XLA copies
         # the whole scalar chain (isfinite, clip, select) into every leaf's fusion.
-        finite, eta, keep, carry = _computed_once(finite, eta, keep, carry)
-
+        finite, eta, alpha = _computed_once(finite, eta, alpha)
         if layerwise:
-            ids = _layer_ids([path for path, _ in with_paths], layers)
-            layer_sq: dict[int, jax.Array] = {}
-            for layer, sq in zip(ids, leaf_sq, strict=True):
-                layer_sq[layer] = sq if layer not in layer_sq else layer_sq[layer] + sq
-            # eta f_l, from the raw gradient; 0 on a skipped step (f_l may be NaN there).
-            scaled = _per_layer(lambda s: jnp.where(finite, eta * _log_norm_factor(s), 0), layer_sq)
-            etas = [scaled[layer] for layer in ids]
+            paths = [path for path, _ in with_paths]
+            etas = _layer_etas(eta, leaf_sq, _layer_ids(paths, layers))
         else:
             etas = [eta] * len(grads)
-
-        steps, velocities = [], []
-        for g, v, e in zip(grads, treedef.flatten_up_to(state.velocity), etas, strict=True):
-            dtype = jnp.promote_types(jnp.result_type(g, v), compute)
-            g_in = jnp.where(finite, g, 0).astype(dtype)
-            v_new = keep * v.astype(dtype) + e * g_in
-            velocities.append(v_new.astype(v.dtype))
-            # theta'_k - theta'_{k+1} = eta_k g_k + alpha v_k; zero for a skipped step.
-            steps.append((e * g_in + carry * v_new).astype(g.dtype))
-
-        new_state = AdaptiveNesterovState(
-            count=jnp.where(finite, optax.safe_increment(count), count),
-            velocity=treedef.unflatten(velocities),
-            learning_rate=jnp.where(finite, eta, state.learning_rate).astype(
-                state.learning_rate.dtype
-            ),
-            value=jnp.full([], jnp.inf, state.value.dtype),
-            grad=state.grad,
+        steps, velocity = _nesterov(treedef, grads, state.velocity, etas, alpha, compute)
+        new_state = state._replace(
+            count=optax.safe_increment(count),
+            velocity=velocity,
+            learning_rate=eta.astype(state.learning_rate.dtype),
         )
-        return treedef.unflatten(steps), new_state
+        return skip_unless_finite(finite, steps, new_state, state)
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
@@ -393,18 +358,83 @@ def adaptive_nesterov(
     )
 
 
-def _at(value: Any, count: jax.Array) -> Any:
-    """The value of a hyperparameter that may be a schedule of the count."""
-    return value(count) if callable(value) else value
+def _sq_norm(grads: list[jax.Array], compute: Any) -> tuple[list[jax.Array], jax.Array]:
+    """Each leaf's sum of |g|^2 and their total, in ``compute`` (float32 at least).
+
+    A NaN or inf entry makes the total non-finite, so the same number decides the skip:
+    one decision per step, no per-leaf ``isfinite``. One reduction per leaf, not one over
+    the leaves' concatenation: XLA:CPU's fused concatenation of the leaves (masked vector
+    loads and stores) is slow in some buffer placements.
+    """
+    leaf_sq = [_sum_of_squares(g).astype(compute) for g in grads]
+    total = jnp.sum(jnp.stack(leaf_sq)) if leaf_sq else jnp.zeros([], compute)
+    return leaf_sq, total
 
 
-def _clip(x: jax.Array, lo: Any, hi: Any) -> jax.Array:
-    """Clips ``x`` to ``[lo, hi]``; a ``None`` bound does not clip that side."""
-    if lo is not None:
-        x = jnp.maximum(x, jnp.asarray(lo, x.dtype))
-    if hi is not None:
-        x = jnp.minimum(x, jnp.asarray(hi, x.dtype))
-    return x
+def _layer_etas(eta: jax.Array, leaf_sq: list[jax.Array], ids: list[int]) -> list[jax.Array]:
+    """:math:`\\eta f_l` for every leaf: its layer's factor, from the raw gradient."""
+    layer_sq: dict[int, jax.Array] = {}
+    for layer, sq in zip(ids, leaf_sq, strict=True):
+        layer_sq[layer] = sq if layer not in layer_sq else layer_sq[layer] + sq
+    scaled = _per_layer(lambda s: eta * _log_norm_factor(s), layer_sq)
+    return [scaled[layer] for layer in ids]
+
+
+def _nesterov(
+    treedef: jax.tree_util.PyTreeDef,
+    grads: list[jax.Array],
+    velocity: optax.Updates,
+    etas: list[jax.Array],
+    alpha: jax.Array,
+    compute: Any,
+) -> tuple[optax.Updates, optax.Updates]:
+    """``(eta g + alpha v_new, v_new)`` with ``v_new = alpha v + eta g``, leaf by leaf.
+
+    ``optax.trace(alpha, nesterov=True)`` over the updates ``eta g``: the same two
+    multiply-adds per entry. Each leaf is computed in its own dtype promoted to
+    ``compute``; the step keeps the gradient's dtype and the velocity the velocity's.
+    """
+    old = treedef.flatten_up_to(velocity)
+    pairs = list(zip(grads, old, strict=True))
+    work = [jnp.promote_types(jnp.result_type(g, v), compute) for g, v in pairs]
+    scaled = [e * g.astype(d) for (g, _), e, d in zip(pairs, etas, work, strict=True)]
+    trace = optax.TraceState([v.astype(d) for (_, v), d in zip(pairs, work, strict=True)])
+    steps, trace = optax.trace(decay=alpha, nesterov=True).update(scaled, trace)
+    steps = [s.astype(g.dtype) for s, (g, _) in zip(steps, pairs, strict=True)]
+    velocity = [t.astype(v.dtype) for t, (_, v) in zip(trace.trace, pairs, strict=True)]
+    return treedef.unflatten(steps), treedef.unflatten(velocity)
+
+
+def _check_hyperparameters(
+    momentum: Any,
+    confidence: Any,
+    f_min: Any,
+    bounds: tuple[Any, Any, Any, Any],
+    store_grad: Any,
+    layerwise: Any,
+    layers: LayersFn | None,
+) -> tuple[bool, bool]:
+    """Validates the transform's arguments; returns ``(store_grad, layerwise)`` as bools.
+
+    ``bounds`` are ``(min_learning_rate, max_learning_rate, min_grad_sq_norm,
+    max_grad_sq_norm)``.
+    """
+    _check_momentum(momentum)
+    _check_number_or_schedule("confidence", confidence, positive=True)
+    _check_number_or_schedule("f_min", f_min, positive=False)
+    min_lr, max_lr, min_sq, max_sq = bounds
+    lr_lo = _check_bound("min_learning_rate", min_lr, schedule_ok=False)
+    lr_hi = _check_bound("max_learning_rate", max_lr, schedule_ok=True)
+    sq_lo = _check_bound("min_grad_sq_norm", min_sq, schedule_ok=False)
+    sq_hi = _check_bound("max_grad_sq_norm", max_sq, schedule_ok=False)
+    _check_order("min_learning_rate", lr_lo, "max_learning_rate", lr_hi)
+    _check_order("min_grad_sq_norm", sq_lo, "max_grad_sq_norm", sq_hi)
+    store_grad = _check_flag("store_grad", store_grad)
+    layerwise = _check_flag("layerwise", layerwise)
+    _check_layers(layers)
+    if layers is not None and not layerwise:
+        raise ValueError("layers groups the leaves for layerwise=True; set layerwise=True")
+    return store_grad, layerwise
 
 
 def _scalar_dtype(params: optax.Params) -> jnp.dtype:
@@ -420,26 +450,12 @@ def _scalar_dtype(params: optax.Params) -> jnp.dtype:
     return jnp.dtype(dtype)
 
 
-def _concrete(name: str, value: Any) -> float | None:
-    """``float(value)`` for a concrete real scalar; ``None`` for a traced one."""
-    try:
-        array = np.asarray(value)
-    except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
-        return None  # injected by optax.inject_hyperparams under jit: checked by no one
-    except TypeError as e:
-        raise ValueError(f"{name} must be a real number, got {value!r}") from e
-    real = jnp.issubdtype(array.dtype, jnp.floating) or jnp.issubdtype(array.dtype, jnp.integer)
-    if array.shape != () or not real:
-        raise ValueError(f"{name} must be a real scalar number, got {value!r}")
-    return float(array)
-
-
 def _check_momentum(momentum: Any) -> None:
     if momentum is None:
         raise ValueError("momentum must be a number in [0, 1) or a schedule, got None")
     if callable(momentum):
         return
-    number = _concrete("momentum", momentum)
+    number = concrete("momentum", momentum)
     if number is not None and not 0.0 <= number < 1.0:
         raise ValueError(f"momentum must be in [0, 1), got {number}")
 
@@ -468,7 +484,7 @@ def _check_number_or_schedule(name: str, value: Any, *, positive: bool) -> None:
         raise ValueError(f"{name} must be a number or a schedule, got None")
     if callable(value):
         return
-    number = _concrete(name, value)
+    number = concrete(name, value)
     if number is None:
         return
     if not np.isfinite(number):
@@ -485,7 +501,7 @@ def _check_bound(name: str, value: Any, *, schedule_ok: bool) -> float | None:
         if schedule_ok:
             return None
         raise ValueError(f"{name} must be a non-negative number or None, not a schedule")
-    number = _concrete(name, value)
+    number = concrete(name, value)
     if number is None:
         return None
     if np.isnan(number) or number < 0:
