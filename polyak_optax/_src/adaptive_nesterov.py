@@ -17,7 +17,6 @@ from polyak_optax._src._polyak import (
     concrete,
     loss_scalar,
     polyak_step_size,
-    skip_unless_finite,
 )
 from polyak_optax._src.layerwise import (
     LayersFn,
@@ -234,21 +233,29 @@ def scale_by_adaptive_nesterov(
             max_step=at(max_learning_rate, count),
         )
         alpha = jnp.asarray(at(momentum, count), compute)
+        # A skipped step keeps the velocity (alpha 1, g 0) and emits zero. The skip is in
+        # the multiply-adds, not a select on their results as skip_unless_finite does: a
+        # select on the velocity changes which product XLA:CPU fuses into a multiply-add,
+        # and with it the float32 numbers of every step.
+        keep = jnp.where(finite, alpha, 1)
+        carry = jnp.where(finite, alpha, 0)
         # The step's scalars, computed once (see _computed_once): otherwise XLA copies
         # the whole scalar chain (isfinite, clip, select) into every leaf's fusion.
-        finite, eta, alpha = _computed_once(finite, eta, alpha)
+        finite, eta, keep, carry = _computed_once(finite, eta, keep, carry)
         if layerwise:
             paths = [path for path, _ in with_paths]
-            etas = _layer_etas(eta, leaf_sq, _layer_ids(paths, layers))
+            etas = _layer_etas(finite, eta, leaf_sq, _layer_ids(paths, layers))
         else:
             etas = [eta] * len(grads)
-        steps, velocity = _nesterov(treedef, grads, state.velocity, etas, alpha, compute)
+        steps, velocity = _nesterov(treedef, grads, state.velocity, etas, (finite, keep, carry))
         new_state = state._replace(
-            count=optax.safe_increment(count),
+            count=jnp.where(finite, optax.safe_increment(count), count),
             velocity=velocity,
-            learning_rate=eta.astype(state.learning_rate.dtype),
+            learning_rate=jnp.where(finite, eta, state.learning_rate).astype(
+                state.learning_rate.dtype
+            ),
         )
-        return skip_unless_finite(finite, steps, new_state, state)
+        return steps, new_state
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
@@ -371,12 +378,15 @@ def _sq_norm(grads: list[jax.Array], compute: Any) -> tuple[list[jax.Array], jax
     return leaf_sq, total
 
 
-def _layer_etas(eta: jax.Array, leaf_sq: list[jax.Array], ids: list[int]) -> list[jax.Array]:
-    """:math:`\\eta f_l` for every leaf: its layer's factor, from the raw gradient."""
+def _layer_etas(
+    finite: jax.Array, eta: jax.Array, leaf_sq: list[jax.Array], ids: list[int]
+) -> list[jax.Array]:
+    """:math:`\\eta f_l` of every leaf, its layer's factor from the raw gradient; 0 for a
+    skipped step (where :math:`f_l` may be NaN)."""
     layer_sq: dict[int, jax.Array] = {}
     for layer, sq in zip(ids, leaf_sq, strict=True):
         layer_sq[layer] = sq if layer not in layer_sq else layer_sq[layer] + sq
-    scaled = _per_layer(lambda s: eta * _log_norm_factor(s), layer_sq)
+    scaled = _per_layer(lambda s: jnp.where(finite, eta * _log_norm_factor(s), 0), layer_sq)
     return [scaled[layer] for layer in ids]
 
 
@@ -385,24 +395,29 @@ def _nesterov(
     grads: list[jax.Array],
     velocity: optax.Updates,
     etas: list[jax.Array],
-    alpha: jax.Array,
-    compute: Any,
+    scalars: tuple[jax.Array, jax.Array, jax.Array],
 ) -> tuple[optax.Updates, optax.Updates]:
-    """``(eta g + alpha v_new, v_new)`` with ``v_new = alpha v + eta g``, leaf by leaf.
+    """``(eta g + carry v_new, v_new)`` with ``v_new = keep v + eta g``, leaf by leaf.
 
-    ``optax.trace(alpha, nesterov=True)`` over the updates ``eta g``: the same two
-    multiply-adds per entry. Each leaf is computed in its own dtype promoted to
-    ``compute``; the step keeps the gradient's dtype and the velocity the velocity's.
+    ``scalars`` are ``(finite, keep, carry)``: the momentum twice for a finite step; 1
+    and 0 (with ``g`` read as 0) for a skipped one. Each leaf is computed in its dtype
+    promoted to the scalars' (float32 at least); the step keeps the gradient's dtype and
+    the velocity the velocity's.
+
+    This is ``optax.trace(alpha, nesterov=True)`` over the updates ``eta g`` for a
+    finite step, but that transform has one decay for both products, so it cannot fold
+    the skip in, and a select after it changes XLA:CPU's multiply-add fusion (above).
     """
-    old = treedef.flatten_up_to(velocity)
-    pairs = list(zip(grads, old, strict=True))
-    work = [jnp.promote_types(jnp.result_type(g, v), compute) for g, v in pairs]
-    scaled = [e * g.astype(d) for (g, _), e, d in zip(pairs, etas, work, strict=True)]
-    trace = optax.TraceState([v.astype(d) for (_, v), d in zip(pairs, work, strict=True)])
-    steps, trace = optax.trace(decay=alpha, nesterov=True).update(scaled, trace)
-    steps = [s.astype(g.dtype) for s, (g, _) in zip(steps, pairs, strict=True)]
-    velocity = [t.astype(v.dtype) for t, (_, v) in zip(trace.trace, pairs, strict=True)]
-    return treedef.unflatten(steps), treedef.unflatten(velocity)
+    finite, keep, carry = scalars
+    steps, velocities = [], []
+    for g, v, e in zip(grads, treedef.flatten_up_to(velocity), etas, strict=True):
+        dtype = jnp.promote_types(jnp.result_type(g, v), keep.dtype)
+        g_in = jnp.where(finite, g, 0).astype(dtype)
+        v_new = keep * v.astype(dtype) + e * g_in
+        velocities.append(v_new.astype(v.dtype))
+        # theta'_k - theta'_{k+1} = eta_k g_k + alpha v_k; zero for a skipped step.
+        steps.append((e * g_in + carry * v_new).astype(g.dtype))
+    return treedef.unflatten(steps), treedef.unflatten(velocities)
 
 
 def _check_hyperparameters(
