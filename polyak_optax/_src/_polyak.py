@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-_State = TypeVar("_State")
+_Tree = TypeVar("_Tree")
 
 
 def at(value: Any, count: jax.Array) -> Any:
@@ -127,19 +127,23 @@ def loss_scalar(value: jax.typing.ArrayLike | None, dtype: Any) -> jax.Array:
     return value.reshape(()).astype(dtype)
 
 
-def skip_unless_finite(
-    finite: jax.Array, updates: optax.Updates, new_state: _State, state: _State
-) -> tuple[optax.Updates, _State]:
-    """``(updates, new_state)`` where ``finite``; zero updates and ``state`` elsewhere.
+def skip_unless_finite(finite: jax.Array, new: _Tree, old: _Tree) -> _Tree:
+    """``new`` where the step is ``finite``, else ``old``, leaf by leaf, in ``old``'s dtypes.
 
-    A step whose loss or gradient is not finite changes nothing: its update is zero and
-    the state (count included, so every schedule of the count waits) is kept. ``finite``
-    is a scalar bool; the state leaves keep their dtypes.
+    A step whose loss or gradient is not finite changes nothing: a preset hands its
+    ``(updates, new state)`` as ``new`` and ``(zeros, state)`` as ``old``, so the update
+    is zero and the state (its count included: every schedule of the count waits) is
+    kept. ``finite`` is a scalar bool; a leaf of ``new`` that is ``old``'s own is kept
+    as it is.
+
+    Example:
+      >>> new = (jnp.array([1.0, 2.0]), jnp.array(3))
+      >>> old = (jnp.zeros(2), jnp.array(2))
+      >>> skip_unless_finite(jnp.array(False), new, old)[1].item()
+      2
     """
-    updates = jax.tree.map(lambda u: jnp.where(finite, u, jnp.zeros_like(u)), updates)
-    keep = lambda new, old: old if new is old else jnp.where(finite, new, old).astype(old.dtype)
-    new_state = jax.tree.map(keep, new_state, state)
-    return updates, new_state
+    keep = lambda n, o: o if n is o else jnp.where(finite, n, o).astype(jnp.result_type(o))
+    return jax.tree.map(keep, new, old)
 
 
 def concrete(name: str, value: Any) -> float | None:

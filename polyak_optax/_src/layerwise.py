@@ -108,8 +108,8 @@ def _computed_once(*scalars: jax.Array) -> tuple[jax.Array, ...]:
     """The per-step ``scalars`` (bool or numeric), materialized once, not recomputed.
 
     XLA copies a chain of cheap scalar ops into every fusion that reads it: one copy per
-    leaf of the parameter tree, which multiplies the instructions to compile (the skip
-    test and the eta clip of adaptive Nesterov were 90 ``is-finite`` ops on AlexNet).
+    leaf of the parameter tree, which multiplies the instructions to compile (adaptive
+    Nesterov's skip test and eta clip, once per leaf).
     ``lax.optimization_barrier`` does not stop it (CPU and GPU expand it before
     fusion), but a reduction is never fused into its consumers: one variadic reduction
     of each scalar with a zero (``False``) ends the chains in one fusion, and every leaf

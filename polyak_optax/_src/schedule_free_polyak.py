@@ -104,7 +104,8 @@ def scale_by_polyak_step(
         )
         step = jax.tree.map(lambda g: (tau * g).astype(g.dtype), updates)
         new_state = PolyakStepState(count=optax.safe_increment(state.count), learning_rate=tau)
-        return skip_unless_finite(jnp.isfinite(loss) & jnp.isfinite(sq), step, new_state, state)
+        finite = jnp.isfinite(loss) & jnp.isfinite(sq)
+        return skip_unless_finite(finite, (step, new_state), (optax.tree.zeros_like(step), state))
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 

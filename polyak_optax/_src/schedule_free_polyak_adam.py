@@ -129,7 +129,8 @@ def scale_by_adam_polyak_step(
         new_state = AdamPolyakStepState(
             count=optax.safe_increment(state.count), learning_rate=tau, rms=rms_state
         )
-        return skip_unless_finite(jnp.isfinite(loss) & jnp.isfinite(sq), step, new_state, state)
+        finite = jnp.isfinite(loss) & jnp.isfinite(sq)
+        return skip_unless_finite(finite, (step, new_state), (optax.tree.zeros_like(step), state))
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 

@@ -70,8 +70,8 @@ def scale_by_tuning_free_nesterov(
       \theta'_{k+1} = \theta'_k - (\eta_k g_k + \alpha v_k) \\
       \hat f_{k+1} &= \max\left(\hat f'_k,\ L_k - \lambda_k s_k / \gamma\right)
 
-    Two changes to thesis Algorithm 5 (:func:`polyak_optax.adaptive_nesterov`), kept
-    because they measurably helped in ``benchmarks/tuning_free.py``:
+    Two changes to thesis Algorithm 5 (:func:`polyak_optax.adaptive_nesterov`;
+    ``benchmarks/tuning_free.py`` compares them):
 
     * **momentum correction**: the velocity sums past steps, so a constant
       :math:`\eta` moves the iterate by :math:`\eta / (1 - \alpha)` per step; the
@@ -85,10 +85,9 @@ def scale_by_tuning_free_nesterov(
     loss whose minimum is far above 0: when the ceiling clips the step, the gap
     :math:`L - \hat f` is evidently overestimated and :math:`\hat f` rises to the level
     at which the ceiling is the exact Polyak step; an estimate above a batch's loss
-    cannot be a lower bound and is halved towards :math:`f_0` (MoMo's rule). It helped
-    slightly at a constant ceiling and hurt under a warm-up schedule, where the small
-    early ceiling ratchets :math:`\hat f` up to the batch losses and the noise of the
-    per-batch loss then zeroes many steps; hence off by default.
+    cannot be a lower bound and is halved towards :math:`f_0` (MoMo's rule). Off by
+    default: under a warm-up schedule the small early ceiling ratchets :math:`\hat f` up
+    to the batch losses, and the noise of the per-batch loss then zeroes many steps.
 
     A non-finite loss or gradient skips the step: zero update, state kept.
 
@@ -169,18 +168,23 @@ def scale_by_tuning_free_nesterov(
         eta = (1 - momentum) * tau
         if adapt_f_min:  # a clipped step: raise f_hat to where the ceiling is the Polyak step
             f_hat = jnp.maximum(f_hat, loss - ceiling * sq / confidence)
-        # Nesterov's momentum over the updates eta g: eta g + alpha (alpha v + eta g).
-        scaled = jax.tree.map(lambda g: eta * g, updates)
-        trace = optax.TraceState(trace=state.velocity)
-        step, trace = optax.trace(decay=momentum, nesterov=True).update(scaled, trace)
+        # Nesterov's momentum written out, the step from the kept velocity: XLA:CPU fuses
+        # multiply-adds, and which product it fuses depends on the operands' order and on
+        # where the skip's select sits; optax.trace(momentum, nesterov=True) followed by
+        # the skip gives other float32 roundings.
+        new_velocity = lambda v, g: (momentum * v + eta * g).astype(v.dtype)
         new_state = TuningFreeNesterovState(
             count=optax.safe_increment(state.count),
-            velocity=optax.tree.cast_like(trace.trace, state.velocity),
+            velocity=jax.tree.map(new_velocity, state.velocity, updates),
             learning_rate=eta,
             f_min=f_hat,
         )
-        step = optax.tree.cast_like(step, updates)
-        return skip_unless_finite(jnp.isfinite(loss) & jnp.isfinite(sq), step, new_state, state)
+        finite = jnp.isfinite(loss) & jnp.isfinite(sq)
+        new_state = skip_unless_finite(finite, new_state, state)
+        step = jax.tree.map(
+            lambda g, v: (eta * g + momentum * v).astype(g.dtype), updates, new_state.velocity
+        )
+        return skip_unless_finite(finite, step, optax.tree.zeros_like(step)), new_state
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
