@@ -5,6 +5,7 @@ Thesis Algorithm 5 (equations 3.3.4-3.3.5) as an ``optax.GradientTransformationE
 
 from __future__ import annotations
 
+import functools
 from typing import Any, NamedTuple
 
 import jax
@@ -179,27 +180,19 @@ def scale_by_adaptive_nesterov(
       Loizou et al., `Stochastic Polyak step-size for SGD: an adaptive learning rate
       for fast convergence <https://arxiv.org/abs/2002.10542>`_, 2021.
     """
-    store_grad, layerwise = _check_hyperparameters(
+    hyper = _Hyperparameters(
         momentum,
         confidence,
         f_min,
-        (min_learning_rate, max_learning_rate, min_grad_sq_norm, max_grad_sq_norm),
-        store_grad,
-        layerwise,
-        layers,
+        min_learning_rate,
+        max_learning_rate,
+        min_grad_sq_norm,
+        max_grad_sq_norm,
     )
-
-    def init_fn(params: optax.Params) -> AdaptiveNesterovState:
-        if layerwise:
-            _layer_ids(_paths(params), layers)
-        dtype = _scalar_dtype(params)
-        return AdaptiveNesterovState(
-            count=jnp.zeros([], jnp.int32),
-            velocity=optax.tree.zeros_like(params),
-            learning_rate=jnp.zeros([], dtype),
-            value=jnp.full([], jnp.inf, dtype),
-            grad=optax.tree.zeros_like(params) if store_grad else None,
-        )
+    store_grad, layerwise = _check_hyperparameters(hyper, store_grad, layerwise, layers)
+    init_fn = functools.partial(
+        _init_state, store_grad=store_grad, layerwise=layerwise, layers=layers
+    )
 
     def update_fn(
         updates: optax.Updates,
@@ -212,36 +205,10 @@ def scale_by_adaptive_nesterov(
         del params, extra_args
         compute = jnp.promote_types(state.learning_rate.dtype, jnp.float32)
         loss = loss_scalar(value, compute)
-        count = state.count
         with_paths, treedef = jax.tree_util.tree_flatten_with_path(updates)
         grads = [g for _, g in with_paths]
         leaf_sq, grad_sq = _sq_norm(grads, compute)
-        # The skip flag goes through a sqrt (finite exactly where its argument is): XLA
-        # fuses cheap scalar chains into every consumer, and the sum over all leaves in
-        # each leaf's update made the HLO quadratic in the number of leaves; an
-        # expensive op is computed once and its result shared.
-        finite = jnp.isfinite(loss) & jnp.isfinite(jnp.sqrt(grad_sq))
-        eta = polyak_step_size(
-            loss,
-            grad_sq,
-            confidence=at(confidence, count),
-            f_min=at(f_min, count),
-            absolute_gap=True,
-            min_sq_norm=min_grad_sq_norm,
-            max_sq_norm=max_grad_sq_norm,
-            min_step=min_learning_rate,
-            max_step=at(max_learning_rate, count),
-        )
-        alpha = jnp.asarray(at(momentum, count), compute)
-        # A skipped step keeps the velocity (alpha 1, g 0) and emits zero. The skip is in
-        # the multiply-adds, not a select on their results as skip_unless_finite does: a
-        # select on the velocity changes which product XLA:CPU fuses into a multiply-add,
-        # and with it the float32 numbers of every step.
-        keep = jnp.where(finite, alpha, 1)
-        carry = jnp.where(finite, alpha, 0)
-        # The step's scalars, computed once (see _computed_once): otherwise XLA copies
-        # the whole scalar chain (isfinite, clip, select) into every leaf's fusion.
-        finite, eta, keep, carry = _computed_once(finite, eta, keep, carry)
+        finite, eta, keep, carry = _step_scalars(loss, grad_sq, state.count, hyper)
         if layerwise:
             paths = [path for path, _ in with_paths]
             etas = _layer_etas(finite, eta, leaf_sq, _layer_ids(paths, layers))
@@ -249,7 +216,7 @@ def scale_by_adaptive_nesterov(
             etas = [eta] * len(grads)
         steps, velocity = _nesterov(treedef, grads, state.velocity, etas, (finite, keep, carry))
         new_state = state._replace(
-            count=jnp.where(finite, optax.safe_increment(count), count),
+            count=jnp.where(finite, optax.safe_increment(state.count), state.count),
             velocity=velocity,
             learning_rate=jnp.where(finite, eta, state.learning_rate).astype(
                 state.learning_rate.dtype
@@ -365,6 +332,55 @@ def adaptive_nesterov(
     )
 
 
+class _Hyperparameters(NamedTuple):
+    """The arguments of :func:`scale_by_adaptive_nesterov` that set the step's scalars."""
+
+    momentum: optax.ScalarOrSchedule
+    confidence: optax.ScalarOrSchedule
+    f_min: optax.ScalarOrSchedule
+    min_learning_rate: jax.typing.ArrayLike | None
+    max_learning_rate: optax.ScalarOrSchedule | None
+    min_grad_sq_norm: jax.typing.ArrayLike | None
+    max_grad_sq_norm: jax.typing.ArrayLike | None
+
+
+def _step_scalars(
+    loss: jax.Array, grad_sq: jax.Array, count: jax.Array, hyper: _Hyperparameters
+) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+    """``(finite, eta, keep, carry)`` of one step, each computed once.
+
+    ``finite``: the loss and ``grad_sq`` are finite; ``eta``: the Polyak step size of
+    Algorithm 5; ``keep`` and ``carry``: the momentum where the velocity is kept and
+    where it enters the step (1 and 0 for a skipped step).
+    """
+    # The skip flag goes through a sqrt (finite exactly where its argument is): XLA
+    # fuses cheap scalar chains into every consumer, and the sum over all leaves in
+    # each leaf's update made the HLO quadratic in the number of leaves; an
+    # expensive op is computed once and its result shared.
+    finite = jnp.isfinite(loss) & jnp.isfinite(jnp.sqrt(grad_sq))
+    eta = polyak_step_size(
+        loss,
+        grad_sq,
+        confidence=at(hyper.confidence, count),
+        f_min=at(hyper.f_min, count),
+        absolute_gap=True,
+        min_sq_norm=hyper.min_grad_sq_norm,
+        max_sq_norm=hyper.max_grad_sq_norm,
+        min_step=hyper.min_learning_rate,
+        max_step=at(hyper.max_learning_rate, count),
+    )
+    alpha = jnp.asarray(at(hyper.momentum, count), loss.dtype)
+    # A skipped step keeps the velocity (alpha 1, g 0) and emits zero. The skip is in
+    # the multiply-adds, not a select on their results as skip_unless_finite does: a
+    # select on the velocity changes which product XLA:CPU fuses into a multiply-add,
+    # and with it the float32 numbers of every step.
+    keep = jnp.where(finite, alpha, 1)
+    carry = jnp.where(finite, alpha, 0)
+    # Computed once (see _computed_once): otherwise XLA copies the whole scalar chain
+    # (isfinite, clip, select) into every leaf's fusion.
+    return _computed_once(finite, eta, keep, carry)
+
+
 def _sq_norm(grads: list[jax.Array], compute: Any) -> tuple[list[jax.Array], jax.Array]:
     """Each leaf's sum of |g|^2 and their total, in ``compute`` (float32 at least).
 
@@ -421,27 +437,16 @@ def _nesterov(
 
 
 def _check_hyperparameters(
-    momentum: Any,
-    confidence: Any,
-    f_min: Any,
-    bounds: tuple[Any, Any, Any, Any],
-    store_grad: Any,
-    layerwise: Any,
-    layers: LayersFn | None,
+    hyper: _Hyperparameters, store_grad: Any, layerwise: Any, layers: LayersFn | None
 ) -> tuple[bool, bool]:
-    """Validates the transform's arguments; returns ``(store_grad, layerwise)`` as bools.
-
-    ``bounds`` are ``(min_learning_rate, max_learning_rate, min_grad_sq_norm,
-    max_grad_sq_norm)``.
-    """
-    _check_momentum(momentum)
-    _check_number_or_schedule("confidence", confidence, positive=True)
-    _check_number_or_schedule("f_min", f_min, positive=False)
-    min_lr, max_lr, min_sq, max_sq = bounds
-    lr_lo = _check_bound("min_learning_rate", min_lr, schedule_ok=False)
-    lr_hi = _check_bound("max_learning_rate", max_lr, schedule_ok=True)
-    sq_lo = _check_bound("min_grad_sq_norm", min_sq, schedule_ok=False)
-    sq_hi = _check_bound("max_grad_sq_norm", max_sq, schedule_ok=False)
+    """Validates the transform's arguments; returns ``(store_grad, layerwise)`` as bools."""
+    _check_momentum(hyper.momentum)
+    _check_number_or_schedule("confidence", hyper.confidence, positive=True)
+    _check_number_or_schedule("f_min", hyper.f_min, positive=False)
+    lr_lo = _check_bound("min_learning_rate", hyper.min_learning_rate, schedule_ok=False)
+    lr_hi = _check_bound("max_learning_rate", hyper.max_learning_rate, schedule_ok=True)
+    sq_lo = _check_bound("min_grad_sq_norm", hyper.min_grad_sq_norm, schedule_ok=False)
+    sq_hi = _check_bound("max_grad_sq_norm", hyper.max_grad_sq_norm, schedule_ok=False)
     _check_order("min_learning_rate", lr_lo, "max_learning_rate", lr_hi)
     _check_order("min_grad_sq_norm", sq_lo, "max_grad_sq_norm", sq_hi)
     store_grad = _check_flag("store_grad", store_grad)
@@ -450,6 +455,23 @@ def _check_hyperparameters(
     if layers is not None and not layerwise:
         raise ValueError("layers groups the leaves for layerwise=True; set layerwise=True")
     return store_grad, layerwise
+
+
+def _init_state(
+    params: optax.Params, *, store_grad: bool, layerwise: bool, layers: LayersFn | None
+) -> AdaptiveNesterovState:
+    """The first state: zero velocity; with ``layerwise``, ``layers`` is tried on the
+    params' key paths first, so a bad grouping fails at init."""
+    if layerwise:
+        _layer_ids(_paths(params), layers)
+    dtype = _scalar_dtype(params)
+    return AdaptiveNesterovState(
+        count=jnp.zeros([], jnp.int32),
+        velocity=optax.tree.zeros_like(params),
+        learning_rate=jnp.zeros([], dtype),
+        value=jnp.full([], jnp.inf, dtype),
+        grad=optax.tree.zeros_like(params) if store_grad else None,
+    )
 
 
 def _scalar_dtype(params: optax.Params) -> jnp.dtype:
