@@ -13,20 +13,20 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from polyak_optax._src._layers import (
+    LayersFn,
+    check_layers,
+    computed_once,
+    layer_ids,
+    log_norm_factor,
+    per_layer,
+    sum_of_squares,
+)
 from polyak_optax._src._polyak import (
     at,
     concrete,
     loss_scalar,
     polyak_step_size,
-)
-from polyak_optax._src.layerwise import (
-    LayersFn,
-    _check_layers,
-    _computed_once,
-    _layer_ids,
-    _log_norm_factor,
-    _per_layer,
-    _sum_of_squares,
 )
 
 __all__ = ("AdaptiveNesterovState", "adaptive_nesterov", "scale_by_adaptive_nesterov")
@@ -211,7 +211,7 @@ def scale_by_adaptive_nesterov(
         finite, eta, keep, carry = _step_scalars(loss, grad_sq, state.count, hyper)
         if layerwise:
             paths = [path for path, _ in with_paths]
-            etas = _layer_etas(finite, eta, leaf_sq, _layer_ids(paths, layers))
+            etas = _layer_etas(finite, eta, leaf_sq, layer_ids(paths, layers))
         else:
             etas = [eta] * len(grads)
         steps, velocity = _nesterov(treedef, grads, state.velocity, etas, (finite, keep, carry))
@@ -376,9 +376,9 @@ def _step_scalars(
     # and with it the float32 numbers of every step.
     keep = jnp.where(finite, alpha, 1)
     carry = jnp.where(finite, alpha, 0)
-    # Computed once (see _computed_once): otherwise XLA copies the whole scalar chain
+    # Computed once (see computed_once): otherwise XLA copies the whole scalar chain
     # (isfinite, clip, select) into every leaf's fusion.
-    return _computed_once(finite, eta, keep, carry)
+    return computed_once(finite, eta, keep, carry)
 
 
 def _sq_norm(grads: list[jax.Array], compute: Any) -> tuple[list[jax.Array], jax.Array]:
@@ -389,7 +389,7 @@ def _sq_norm(grads: list[jax.Array], compute: Any) -> tuple[list[jax.Array], jax
     the leaves' concatenation: XLA:CPU's fused concatenation of the leaves (masked vector
     loads and stores) is slow in some buffer placements.
     """
-    leaf_sq = [_sum_of_squares(g).astype(compute) for g in grads]
+    leaf_sq = [sum_of_squares(g).astype(compute) for g in grads]
     total = jnp.sum(jnp.stack(leaf_sq)) if leaf_sq else jnp.zeros([], compute)
     return leaf_sq, total
 
@@ -402,7 +402,7 @@ def _layer_etas(
     layer_sq: dict[int, jax.Array] = {}
     for layer, sq in zip(ids, leaf_sq, strict=True):
         layer_sq[layer] = sq if layer not in layer_sq else layer_sq[layer] + sq
-    scaled = _per_layer(lambda s: jnp.where(finite, eta * _log_norm_factor(s), 0), layer_sq)
+    scaled = per_layer(lambda s: jnp.where(finite, eta * log_norm_factor(s), 0), layer_sq)
     return [scaled[layer] for layer in ids]
 
 
@@ -451,7 +451,7 @@ def _check_hyperparameters(
     _check_order("min_grad_sq_norm", sq_lo, "max_grad_sq_norm", sq_hi)
     store_grad = _check_flag("store_grad", store_grad)
     layerwise = _check_flag("layerwise", layerwise)
-    _check_layers(layers)
+    check_layers(layers)
     if layers is not None and not layerwise:
         raise ValueError("layers groups the leaves for layerwise=True; set layerwise=True")
     return store_grad, layerwise
@@ -463,7 +463,7 @@ def _init_state(
     """The first state: zero velocity; with ``layerwise``, ``layers`` is tried on the
     params' key paths first, so a bad grouping fails at init."""
     if layerwise:
-        _layer_ids(_paths(params), layers)
+        layer_ids(_paths(params), layers)
     dtype = _scalar_dtype(params)
     return AdaptiveNesterovState(
         count=jnp.zeros([], jnp.int32),
