@@ -56,10 +56,11 @@ def polyak_step_size(
           \eta_{\min}, \eta_{\max}\right)
 
     in the dtype of ``loss`` (``sq_norm`` must have it too). A ``None`` bound does not
-    clip that side. A zero gap gives 0 (even over a zero :math:`\|g\|^2`); a positive
-    gap over a zero :math:`\|g\|^2` gives :math:`\eta_{\max}`, or 0 without one; a
-    non-finite result is 0. The caller skips the step when ``loss`` or ``sq_norm`` is
-    not finite (:func:`skip_unless_finite`).
+    clip that side. Before the clip of :math:`\eta`, a zero gap gives a ratio of 0 (even
+    over a zero :math:`\|g\|^2`) and a positive gap over a zero :math:`\|g\|^2` an
+    infinite one; a result that is still not finite (no :math:`\eta_{\max}`) is 0.
+    The caller skips the step when ``loss`` or ``sq_norm`` is not finite
+    (:func:`skip_unless_finite`).
 
     The gap takes one of two forms, because the documents the presets follow differ:
 
