@@ -81,7 +81,7 @@ def per_layer(
 ) -> dict[Hashable, jax.Array]:
     """``fn`` (elementwise) of every layer's scalar, as one vector op per dtype.
 
-    Scalar chains per layer made one small kernel per layer (a divide or log is never
+    Scalar chains per layer make one small kernel per layer (a divide or log is never
     copied into its consumers); a vector of all layers takes one, and its per-layer
     results are materialized once (:func:`computed_once`) for the leaves to read.
     """

@@ -354,8 +354,8 @@ def _step_scalars(
     where it enters the step (1 and 0 for a skipped step).
     """
     # The skip flag goes through a sqrt (finite exactly where its argument is): XLA
-    # fuses cheap scalar chains into every consumer, and the sum over all leaves in
-    # each leaf's update made the HLO quadratic in the number of leaves; an
+    # fuses cheap scalar chains into every consumer, which would put the sum over all
+    # leaves into each leaf's update (an HLO quadratic in the number of leaves); an
     # expensive op is computed once and its result shared.
     finite = jnp.isfinite(loss) & jnp.isfinite(jnp.sqrt(grad_sq))
     eta = polyak_step_size(
