@@ -10,3 +10,13 @@ if not hasattr(jax, "enable_x64"):  # top-level since jax 0.8.0
     from jax.experimental import enable_x64
 
     jax.enable_x64 = enable_x64
+
+if not hasattr(jax.monitoring, "unregister_event_duration_listener"):  # public since jax 0.4.36
+    from jax._src import monitoring
+
+    jax.monitoring.unregister_event_duration_listener = (
+        monitoring._unregister_event_duration_listener_by_callback
+    )
+
+# The tests' random data: jax 0.5.0 made the partitionable threefry the default.
+jax.config.update("jax_threefry_partitionable", True)

@@ -127,16 +127,21 @@ def _setup(data: dict[str, Any]) -> list[str]:
     return lines
 
 
-def page(path: Path, files: Path) -> str:
+def _wide(table: list[str]) -> list[str]:
+    """A table whose cells do not wrap (it scrolls sideways instead)."""
+    return [":::{container} nowrap-table", *table, ":::"]
+
+
+def page(path: Path, files: Path, title: str) -> str:
     """The Markdown page of one results file; copies its plots and itself into ``files``."""
     data = json.loads(path.read_text())
-    lines = [f"# {_title(path, data)}", "", *_setup(data), ""]
+    lines = [f"# {title}", "", f"`benchmarks/results/{path.name}`", "", *_setup(data), ""]
     rows = data.get("rows")
     if isinstance(rows, list) and rows and all(isinstance(r, dict) for r in rows):
-        lines += ["## Results", "", *_table(_merge_std(_by_seed(rows))), ""]
+        lines += ["## Results", "", *_wide(_table(_merge_std(_by_seed(rows)))), ""]
     verdicts = data.get("verdicts")
     if isinstance(verdicts, list) and verdicts and all(isinstance(v, dict) for v in verdicts):
-        lines += ["## Verdicts", "", *_table(verdicts), ""]
+        lines += ["## Verdicts", "", *_wide(_table(verdicts)), ""]
     plots = sorted({*RESULTS.glob(f"{path.stem}.png"), *RESULTS.glob(f"{path.stem}-*.png")})
     if plots:
         lines += ["## Plots", ""]
@@ -154,10 +159,15 @@ def generate(app: Any = None) -> list[Path]:
         shutil.rmtree(OUT)
     files = OUT / "_files"
     files.mkdir(parents=True)
+    results = sorted(RESULTS.glob("*.json"))
+    titles = {path: _title(path, json.loads(path.read_text())) for path in results}
     pages = []
-    for path in sorted(RESULTS.glob("*.json")):
+    for path in results:
+        title = titles[path]
+        if list(titles.values()).count(title) > 1:  # two runs of one benchmark: name the file
+            title = f"{title}: {path.stem}"
         target = OUT / f"{path.stem}.md"
-        target.write_text(page(path, files))
+        target.write_text(page(path, files, title))
         pages.append(target)
     return pages
 
