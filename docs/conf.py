@@ -14,7 +14,7 @@ import polyak_optax  # noqa: E402
 
 project = "polyak_optax"
 author = "polyak_optax maintainers"
-copyright = "polyak_optax maintainers"  # noqa: A001 (Sphinx's name)
+copyright = "polyak_optax maintainers"
 release = version = polyak_optax.__version__
 
 extensions = [
