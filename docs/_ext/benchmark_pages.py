@@ -21,6 +21,8 @@ from typing import Any
 RESULTS = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
 OUT = Path(__file__).resolve().parents[1] / "benchmarks"  # generated; ignored by git
 _SETUP_KEYS = ("device", "versions", "date", "command", "grid", "grid_note")
+_NOT_RESULTS = {*_SETUP_KEYS, "benchmark", "device_kind", "platform", "device_count"}
+_NOT_RESULTS |= {"cpu_count", "settings", "rows", "verdicts", "figures", "variant"}
 
 
 def _scalar(value: Any) -> bool:
@@ -132,6 +134,28 @@ def _wide(table: list[str]) -> list[str]:
     return [":::{container} nowrap-table", *table, ":::"]
 
 
+def _records(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(v, dict) for v in value)
+
+
+def _section(key: str, value: Any, level: str = "##") -> list[str]:
+    """Another result of the file as a table (or a list), where its shape allows one."""
+    heading = [f"{level} {key.replace('_', ' ')}", ""]
+    if _records(value):
+        return [*heading, *_wide(_table(_merge_std(value))), ""]
+    if isinstance(value, dict) and value:
+        if all(_records(v) for v in value.values()):
+            return heading + [line for k, v in value.items() for line in _section(k, v, "###")]
+        if all(isinstance(v, dict) for v in value.values()):
+            rows = [{key: k, **v} for k, v in value.items()]
+            return [*heading, *_wide(_table(rows)), ""]
+        if all(_scalar(v) for v in value.values()):
+            return [*heading, *(f"* {k}: {_fmt(v)}" for k, v in value.items()), ""]
+    if _scalar(value) and value is not None:
+        return [*heading, _fmt(value), ""]
+    return []
+
+
 def page(path: Path, files: Path, title: str) -> str:
     """The Markdown page of one results file; copies its plots and itself into ``files``."""
     data = json.loads(path.read_text())
@@ -142,6 +166,9 @@ def page(path: Path, files: Path, title: str) -> str:
     verdicts = data.get("verdicts")
     if isinstance(verdicts, list) and verdicts and all(isinstance(v, dict) for v in verdicts):
         lines += ["## Verdicts", "", *_wide(_table(verdicts)), ""]
+    for key, value in data.items():
+        if key not in _NOT_RESULTS:
+            lines += _section(key, value)
     plots = sorted({*RESULTS.glob(f"{path.stem}.png"), *RESULTS.glob(f"{path.stem}-*.png")})
     if plots:
         lines += ["## Plots", ""]
