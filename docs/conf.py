@@ -56,7 +56,7 @@ autodoc_type_aliases = {f"optax.{name}": f"optax.{name}" for name in _OPTAX_ALIA
 autodoc_type_aliases |= {
     "jax.typing.ArrayLike": "jax.typing.ArrayLike",
     "ArrayLike": "jax.typing.ArrayLike",
-    "LayersFn": "polyak_optax.layerwise.LayersFn",
+    "LayersFn": "Callable[[KeyPath], Hashable]",
 }
 autosummary_generate = False
 
