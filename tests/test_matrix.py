@@ -294,12 +294,13 @@ def _start(devices: int, cache: Path) -> tuple[list, subprocess.Popen]:
 def test_every_row_trains(tmp_path):
     # Both subprocesses at once: on 2 cores the test takes about the time of one.
     started = [_start(devices, tmp_path / f"cache-{devices}") for devices in (1, 2)]
+    try:
+        outputs = [process.communicate(timeout=600) for _, process in started]
+    finally:
+        for _, process in started:
+            process.kill()  # only if still running (a timeout)
     failures = []
-    for rows, process in started:
-        try:
-            stdout, stderr = process.communicate(timeout=600)
-        finally:
-            process.kill()
+    for (rows, process), (stdout, stderr) in zip(started, outputs, strict=True):
         assert process.returncode == 0, stderr[-3000:]
         results = {}
         for line in stdout.splitlines():
