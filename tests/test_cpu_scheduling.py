@@ -1,4 +1,4 @@
-"""train.cpu_scheduling: a multi-process CPU run puts all its threads under SCHED_BATCH.
+"""train.platform.cpu_scheduling: a multi-process CPU run puts all its threads under SCHED_BATCH.
 
 Each check runs in fresh processes, so that the test process keeps its own scheduling.
 """
@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.test_scaling import _free_port
-from train import cpu_scheduling
+from train.platform import cpu_scheduling
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.skipif(not hasattr(os, "SCHED_BATCH"), reason="SCHED_BATCH is Linux's")
@@ -23,7 +23,7 @@ pytestmark = pytest.mark.skipif(not hasattr(os, "SCHED_BATCH"), reason="SCHED_BA
 THREADS = """
 import json, os, threading
 from tests.test_scaling import _free_port
-from train import cpu_scheduling
+from train.platform import cpu_scheduling
 os.nice(3)
 stop = threading.Event()
 before = threading.Thread(target=stop.wait)
@@ -68,9 +68,11 @@ def test_opting_out_changes_nothing():
 JOIN = """
 import sys, jax, jax.numpy as jnp, numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
-from train import cpu_scheduling, distributed
+from train import distributed
+from train.platform import cpu_scheduling
 from train.config import Config
 port, process_id = sys.argv[1:3]
+cpu_scheduling.apply()  # as train.cli.main does, before jax starts its threads
 distributed.initialize(Config(
     coordinator_address=f"localhost:{port}", num_processes=2, process_id=int(process_id)))
 mesh = Mesh(np.array(jax.devices()), ("data",))
@@ -106,9 +108,23 @@ def test_the_processes_of_a_cpu_run_and_all_their_threads_are_batch_scheduled():
     ("platforms", "cpu_only"), [("cpu", True), ("cpu,cuda", False), ("tpu", False)]
 )
 def test_only_a_run_on_the_cpu_alone_changes_its_scheduling(platforms, cpu_only):
-    """``train.distributed`` decides before any backend starts (a GPU run is left alone)."""
+    """Decided before any backend starts (a GPU run is left alone)."""
     out = _run(
-        "from train import distributed; print(distributed._cpu_only())", JAX_PLATFORMS=platforms
+        "from train.platform import cpu_scheduling as s; print(s.cpu_only(), s.apply() > 0)",
+        JAX_PLATFORMS=platforms,
     )
     assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.split() == [str(cpu_only)]
+    assert out.stdout.split() == [str(cpu_only)] * 2
+
+
+def test_the_cli_applies_it_to_a_multi_process_run_alone(monkeypatch, capsys):
+    from train import cli
+
+    calls = []
+    monkeypatch.setattr(cpu_scheduling, "apply", lambda: calls.append(1) or 0)
+    # stops in distributed.initialize, after the call, with a one-line error
+    assert cli.main(["--num-processes", "2", "--epochs", "1"]) == 1
+    assert "--coordinator-address" in capsys.readouterr().err
+    assert calls == [1]
+    assert cli.main(["--persistency", "0"]) == 2
+    assert calls == [1]
