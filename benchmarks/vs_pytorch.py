@@ -502,7 +502,8 @@ def render(payload: dict[str, Any]) -> str:
             if payload["loadavg_start"][0] > 0.5 or payload["loadavg_end"][0] > 0.5
             else "."
         ),
-        f"* XLA flags set by `train.platform.xla_flags`: `{' '.join(payload['xla_flags_applied'])}`; "
+        "* XLA flags set by `train.platform.xla_flags`: "
+        f"`{' '.join(payload['xla_flags_applied'])}`; "
         f"XLA_FLAGS seen by the process: `{payload['xla_flags']}`.",
         "",
         "Same network, initial weights, data, normalization, Nesterov SGD (lr 0.01, momentum "

@@ -64,7 +64,7 @@ import train.cli
 import jax.numpy as jnp
 jnp.ones(2).block_until_ready()
 print(repr(os.environ.get("XLA_FLAGS")), os.sched_getscheduler(0))
-print([(n, logging.getLogger(n).filters) for n in ("absl", "asyncio") if logging.getLogger(n).filters])
+print([n for n in ("absl", "asyncio") if logging.getLogger(n).filters])
 print(sys.unraisablehook is hook)
 """
 

@@ -5,8 +5,8 @@ handles a socket only when it can take its connection's lock (``try_lock``) and 
 asks epoll again at once, and epoll keeps reporting the socket ready. When data arrives,
 the kernel wakes the loop thread and, by wakeup preemption, lets it displace the running
 thread of the same process, which may be the one holding that lock; on a busy core the
-loop thread then spins until the scheduler's next tick (``CONFIG_HZ=250``: every 4 ms). Under
-``SCHED_BATCH`` a woken thread never preempts: the lock holder finishes, and the loop
+loop thread then spins until the scheduler's next tick (``CONFIG_HZ=250``: every 4 ms).
+Under ``SCHED_BATCH`` a woken thread never preempts: the lock holder finishes, and the loop
 thread runs when a core is free. An all-reduce between 2 CPU processes (431,082
 float32 between 2 processes) is several times faster under ``SCHED_BATCH``
 (``benchmarks/NOTES.md``, scaling).
