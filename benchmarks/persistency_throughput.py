@@ -322,9 +322,7 @@ def render(payload: dict[str, Any]) -> str:
         "",
         C.markdown_table(["model", "batch", "loop", "K", "epoch time / K=1's"], kr),
         "",
-        f"Targets (on a GPU), measured here on {payload['device']}: "
-        + "; ".join(verdicts)
-        + ".",
+        f"Targets (on a GPU), measured here on {payload['device']}: " + "; ".join(verdicts) + ".",
     ]
     return "\n".join(lines) + "\n"
 
