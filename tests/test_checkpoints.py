@@ -200,6 +200,7 @@ def _kill_during_first_save(directory: Path) -> list[str]:
     return _temporary(directory)
 
 
+@pytest.mark.slow
 def test_a_save_killed_mid_write_leaves_only_a_temporary_folder(tmp_path):
     directory = tmp_path / "checkpoints"
     (leftover,) = _kill_during_first_save(directory)
@@ -323,6 +324,7 @@ print(epoch, skipped)
 """
 
 
+@pytest.mark.slow
 def test_faults_print_nothing_on_stderr_outside_pytest(tmpfs):
     """As the CLI meets them (with its log filters): outside pytest, orbax's absl log lines
     and tensorstore's late callbacks would reach stderr (pytest captures both before
@@ -383,6 +385,7 @@ def _take_lock(workdir: Path) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow
 def test_a_second_process_cannot_take_a_busy_workdir(tmp_path):
     workdir = tmp_path / "run"
     with WorkdirLock(workdir):
@@ -401,6 +404,7 @@ def test_a_second_process_cannot_take_a_busy_workdir(tmp_path):
     assert (result.returncode, result.stdout) == (0, "locked\n"), result
 
 
+@pytest.mark.slow
 def test_a_killed_holder_leaves_no_stale_lock(tmp_path):
     workdir = tmp_path / "run"
     holder = subprocess.Popen(

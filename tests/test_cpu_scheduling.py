@@ -50,6 +50,7 @@ def _run(script: str, **env: str) -> subprocess.CompletedProcess:
     )  # fmt: skip
 
 
+@pytest.mark.slow
 def test_every_thread_started_before_or_after_is_batch_and_keeps_its_nice_value():
     out = _run(THREADS)
     assert out.returncode == 0, out.stderr[-2000:]
@@ -59,6 +60,7 @@ def test_every_thread_started_before_or_after_is_batch_and_keeps_its_nice_value(
     assert nice == min(19, os.nice(0) + 3)
 
 
+@pytest.mark.slow
 def test_opting_out_changes_nothing():
     out = _run(THREADS, **{cpu_scheduling.OPT_OUT: "0"})
     assert out.returncode == 0, out.stderr[-2000:]
@@ -84,6 +86,7 @@ print(float(total.addressable_shards[0].data[0, 0]), sorted(cpu_scheduling.polic
 """
 
 
+@pytest.mark.slow
 def test_the_processes_of_a_cpu_run_and_all_their_threads_are_batch_scheduled():
     port = _free_port()
     children = [
@@ -104,6 +107,7 @@ def test_the_processes_of_a_cpu_run_and_all_their_threads_are_batch_scheduled():
         assert out.splitlines()[-1].split() == ["3.0", f"[{os.SCHED_BATCH}]"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("platforms", "cpu_only"), [("cpu", True), ("cpu,cuda", False), ("tpu", False)]
 )

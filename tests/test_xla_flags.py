@@ -8,11 +8,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from train.platform import xla_flags
 
 ROOT = Path(__file__).resolve().parents[1]
 PROBE = """
 import os, re, jax, jax.numpy as jnp
+import pytest
+
 from train.platform import xla_flags
 xla_flags.apply()
 f = jax.jit(lambda a, b: jnp.tanh(a @ b) + 1.0)
@@ -32,12 +36,14 @@ def _run(**env: str) -> list[str]:
     return out.stdout.splitlines()
 
 
+@pytest.mark.slow
 def test_apply_sets_the_flags_and_xla_uses_them():
     flags, fusions = _run()
     assert flags.split() == list(xla_flags.CPU_FLAGS)
     assert fusions == "custom-fusions 0"  # no XNNPACK/YNNPACK library fusion was formed
 
 
+@pytest.mark.slow
 def test_a_users_own_flag_wins_and_others_are_kept():
     flags, _ = _run(XLA_FLAGS="--xla_cpu_experimental_xnn_fusion_type=dot --xla_cpu_ftz=false")
     assert flags.split() == [
@@ -47,6 +53,7 @@ def test_a_users_own_flag_wins_and_others_are_kept():
     ]
 
 
+@pytest.mark.slow
 def test_opting_out_sets_nothing():
     flags, _ = _run(**{xla_flags.OPT_OUT: "0"})
     assert flags == ""
@@ -69,6 +76,7 @@ print(sys.unraisablehook is hook)
 """
 
 
+@pytest.mark.slow
 def test_importing_train_and_models_changes_no_process_wide_setting():
     out = subprocess.run(
         [sys.executable, "-c", IMPORT_ALL],
