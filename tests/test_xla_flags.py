@@ -43,20 +43,22 @@ def test_apply_sets_the_flags_and_xla_uses_them():
     assert fusions == "custom-fusions 0"  # no XNNPACK/YNNPACK library fusion was formed
 
 
-@pytest.mark.slow
 def test_a_users_own_flag_wins_and_others_are_kept():
-    flags, _ = _run(XLA_FLAGS="--xla_cpu_experimental_xnn_fusion_type=dot --xla_cpu_ftz=false")
-    assert flags.split() == [
+    env = {"XLA_FLAGS": "--xla_cpu_experimental_xnn_fusion_type=dot --xla_cpu_ftz=false"}
+    assert xla_flags.apply(env) == ("--xla_cpu_experimental_ynn_fusion_type=",)
+    assert env["XLA_FLAGS"].split() == [
         "--xla_cpu_experimental_ynn_fusion_type=",
         "--xla_cpu_experimental_xnn_fusion_type=dot",
         "--xla_cpu_ftz=false",
     ]
 
 
-@pytest.mark.slow
-def test_opting_out_sets_nothing():
-    flags, _ = _run(**{xla_flags.OPT_OUT: "0"})
-    assert flags == ""
+@pytest.mark.parametrize(
+    "env", [{xla_flags.OPT_OUT: "0"}, {xla_flags.OPT_OUT: " Off"}, {"JAX_PLATFORMS": "cuda"}]
+)
+def test_opting_out_or_another_platform_sets_nothing(env):
+    assert xla_flags.apply(env) == ()
+    assert "XLA_FLAGS" not in env
 
 
 IMPORT_ALL = """

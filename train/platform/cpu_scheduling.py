@@ -56,12 +56,20 @@ def policies() -> set[int]:
     return found
 
 
-def cpu_only() -> bool:
-    """Whether this process will run on the CPU alone: ``JAX_PLATFORMS`` says so, or it is
-    unset and no GPU or TPU plugin is installed (decided without starting a backend)."""
-    import jax
+def cpu_only(platforms: str | None = None) -> bool:
+    """Whether this process will run on the CPU alone: ``platforms`` (default: jax's
+    ``jax_platforms``, from ``JAX_PLATFORMS``) names the CPU alone, or it is empty and no
+    GPU or TPU plugin is installed (decided without starting a backend).
 
-    named = [p.strip() for p in str(jax.config.jax_platforms or "").split(",") if p.strip()]
+    Example:
+      >>> cpu_only("cpu"), cpu_only("cpu,cuda"), cpu_only("tpu")
+      (True, False, False)
+    """
+    if platforms is None:
+        import jax
+
+        platforms = jax.config.jax_platforms
+    named = [p.strip() for p in str(platforms or "").split(",") if p.strip()]
     if named:
         return named == ["cpu"]
     try:
