@@ -201,6 +201,7 @@ def test_fashion_mnist_subset_run(tmp_path, capsys):
     assert "max-value" in out  # the summary table
 
 
+@pytest.mark.slow
 def test_resume_gives_the_numbers_of_an_uninterrupted_run(synthetic_run, tmp_path):
     """2 epochs in one go == 1 epoch (the shared run) + ``--resume --epochs 2``."""
     straight = tmp_path / "straight"
