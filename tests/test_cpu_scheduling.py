@@ -125,7 +125,7 @@ def test_the_cli_applies_it_to_a_multi_process_run_alone(monkeypatch):
 
     calls = []
     monkeypatch.setattr(cpu_scheduling, "apply", lambda: calls.append("apply") or 0)
-    monkeypatch.setattr(cli, "_main", lambda config: calls.append("run") or 0)
+    monkeypatch.setattr(cli, "_main", lambda *args: calls.append("run") or 0)
     assert cli.main(["--num-processes", "2", "--coordinator-address", "localhost:1"]) == 0
     assert calls == ["apply", "run"]
     calls.clear()
