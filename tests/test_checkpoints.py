@@ -36,11 +36,13 @@ def _as_under_the_cli():
     """Each test runs with the CLI's log filters (train.platform.log_noise), removed after."""
     from train.platform import log_noise
 
-    absl = logging.getLogger("absl")
-    filters, hook = absl.filters[:], sys.unraisablehook
+    loggers = [logging.getLogger(name) for name in ("absl", "asyncio")]
+    before = [logger.filters[:] for logger in loggers], sys.unraisablehook
     log_noise.install()
     yield
-    absl.filters[:], sys.unraisablehook = filters, hook
+    for logger, filters in zip(loggers, before[0], strict=True):
+        logger.filters[:] = filters
+    sys.unraisablehook = before[1]
 
 
 def _arrays(value: float, size: int = 6) -> dict:

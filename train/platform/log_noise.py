@@ -7,6 +7,9 @@ that the training CLI already gives as one line.
   failed save's writer threads log the error with a traceback, some of them after the
   save has raised) and TFDS's warnings (its "no dataset_info.json" when a data set is
   not prepared, which the data registry reports itself);
+* a filter on the ``asyncio`` logger that drops "<future class> exception was never
+  retrieved": the reads a failed restore of a damaged checkpoint abandoned, and the
+  writes of a save that failed on a full disk, reported when the process exits;
 * a ``sys.unraisablehook`` that drops ``RuntimeError('Event loop is closed')``: when one
   array of a damaged checkpoint cannot be read, orbax closes its event loop while
   tensorstore's other reads are in flight, and each of their callbacks then reports the
@@ -21,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import sys
 from typing import Any
 
@@ -28,6 +32,7 @@ __all__ = ["install"]
 
 _ORBAX = f"{os.sep}orbax{os.sep}"
 _TFDS = f"{os.sep}tensorflow_datasets{os.sep}"
+_NEVER_RETRIEVED = re.compile(r"\w*Future exception was never retrieved")
 
 
 class _ThirdPartyAbsl(logging.Filter):
@@ -51,6 +56,21 @@ class _ThirdPartyAbsl(logging.Filter):
         return not (_TFDS in record.pathname and record.levelno < logging.ERROR)
 
 
+class _NeverRetrieved(logging.Filter):
+    """Drops asyncio's "<future class> exception was never retrieved" reports.
+
+    Example:
+      >>> record = lambda msg: logging.LogRecord("asyncio", 40, "", 0, msg, None, None)
+      >>> drop = _NeverRetrieved()
+      >>> [drop.filter(record(m)) for m in ("Future exception was never retrieved",
+      ...     "_GatheringFuture exception was never retrieved", "Task was destroyed")]
+      [False, False, True]
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return _NEVER_RETRIEVED.match(str(record.msg)) is None
+
+
 def _drops_closed_loop(previous: Any) -> Any:
     def hook(unraisable: Any) -> None:
         error = unraisable.exc_value
@@ -63,23 +83,24 @@ def _drops_closed_loop(previous: Any) -> Any:
 
 
 def install() -> None:
-    """Installs the filter and the hook above (a second call changes nothing).
+    """Installs the filters and the hook above (a second call changes nothing).
 
     Example:
       >>> import logging, sys
-      >>> absl = logging.getLogger("absl")
-      >>> before = absl.filters[:], sys.unraisablehook
+      >>> absl, aio = logging.getLogger("absl"), logging.getLogger("asyncio")
+      >>> before = absl.filters[:], aio.filters[:], sys.unraisablehook
       >>> install(); install()
       >>> [type(f).__name__ for f in absl.filters].count("_ThirdPartyAbsl")
       1
-      >>> absl.filters[:], sys.unraisablehook = before  # as it was
+      >>> absl.filters[:], aio.filters[:], sys.unraisablehook = before  # as it was
     """
     # absl first: its logger must be absl's own class, which names the caller's module in
     # each record (a plain logger made here first would name absl's).
     with contextlib.suppress(ImportError):
-        import absl.logging
-    absl = logging.getLogger("absl")
-    if not any(isinstance(f, _ThirdPartyAbsl) for f in absl.filters):
-        absl.addFilter(_ThirdPartyAbsl())
+        import absl.logging  # noqa: F401
+    for name, kind in (("absl", _ThirdPartyAbsl), ("asyncio", _NeverRetrieved)):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, kind) for f in logger.filters):
+            logger.addFilter(kind())
     if not getattr(sys.unraisablehook, "drops_closed_loop_reports", False):
         sys.unraisablehook = _drops_closed_loop(sys.unraisablehook)
