@@ -6,12 +6,13 @@
 
 from models.alexnet import AlexNet
 from models.caffe import CifarQuick, LeNet5
-from models.registry import MODEL_NAMES, create, has_batch_norm, param_count
+from models.registry import MODEL_NAMES, MODELS, create, param_count
 from models.resnet import BasicBlock, ResNet
 from models.tiny import Tiny
 from models.vgg import VGG, VGG16_LAYERS
 
 __all__ = [
+    "MODELS",
     "MODEL_NAMES",
     "VGG",
     "VGG16_LAYERS",
@@ -22,6 +23,5 @@ __all__ = [
     "ResNet",
     "Tiny",
     "create",
-    "has_batch_norm",
     "param_count",
 ]

@@ -1,7 +1,8 @@
-"""Models by name: ``create``, ``param_count`` and ``has_batch_norm``."""
+"""Models by name: the registry :data:`MODELS`, ``create`` and ``param_count``."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from collections.abc import Callable, Sequence
@@ -18,33 +19,50 @@ from models.resnet import ResNet
 from models.tiny import Tiny
 from models.vgg import VGG, VGG16_LAYERS
 
-__all__ = ["MODEL_NAMES", "create", "has_batch_norm", "param_count"]
+__all__ = ["MODELS", "MODEL_NAMES", "ModelSpec", "create", "param_count"]
 
-# name -> (constructor taking num_classes, has batch norm)
-_REGISTRY: dict[str, tuple[Callable[..., nn.Module], bool]] = {
-    "lenet5": (LeNet5, False),
-    "cifar_quick": (CifarQuick, False),
-    "alexnet": (AlexNet, False),
-    "vgg16": (functools.partial(VGG, layers=VGG16_LAYERS), True),
-    "resnet34": (functools.partial(ResNet, stage_sizes=(3, 4, 6, 3)), True),
-    "tiny": (Tiny, True),
-    # benchmarks.tuning_free: softmax regression, a small MLP, a small batch-norm CNN
-    "linear": (Linear, False),
-    "mlp": (MLP, False),
-    "bn_cnn": (BNCNN, True),
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+    """One entry of the model registry :data:`MODELS`.
+
+    Attributes:
+      build: ``build(num_classes=...) -> flax.linen.Module``.
+      about: one line for ``--help``.
+      listed: one of the documents' models (:data:`MODEL_NAMES`); the others serve a
+        benchmark or the tests.
+    """
+
+    build: Callable[..., nn.Module]
+    about: str
+    listed: bool = True
+
+
+#: The models of ``--model``, by name: one entry each.
+MODELS: dict[str, ModelSpec] = {
+    "lenet5": ModelSpec(LeNet5, "LeNet-5 (Caffe's MNIST example)"),
+    "cifar_quick": ModelSpec(CifarQuick, "Caffe's cifar10-quick"),
+    "alexnet": ModelSpec(AlexNet, "the thesis's reduced AlexNet"),
+    "vgg16": ModelSpec(
+        functools.partial(VGG, layers=VGG16_LAYERS), "VGG16, one 512-unit FC layer, batch norm"
+    ),
+    "resnet34": ModelSpec(
+        functools.partial(ResNet, stage_sizes=(3, 4, 6, 3)), "ResNet-34, CIFAR variant"
+    ),
+    "tiny": ModelSpec(Tiny, "a small batch-norm CNN for the tests", listed=False),
+    "linear": ModelSpec(Linear, "softmax regression (tuning-free benchmark)", listed=False),
+    "mlp": ModelSpec(MLP, "a small MLP (tuning-free benchmark)", listed=False),
+    "bn_cnn": ModelSpec(BNCNN, "a small batch-norm CNN (tuning-free benchmark)", listed=False),
 }
 
-#: The public model names (``tiny`` exists for tests only and is not listed).
-MODEL_NAMES: tuple[str, ...] = ("lenet5", "cifar_quick", "alexnet", "vgg16", "resnet34")
-#: Every name :func:`create` accepts: the documents' models, the tuning-free benchmark's
-#: small ones (``linear``, ``mlp``, ``bn_cnn``) and ``tiny`` for tests.
-ALL_NAMES: tuple[str, ...] = tuple(_REGISTRY)
+#: The documents' model names (the others of :data:`MODELS` serve a benchmark or the tests).
+MODEL_NAMES: tuple[str, ...] = tuple(name for name, spec in MODELS.items() if spec.listed)
 
 
-def _lookup(name: str) -> tuple[Callable[..., nn.Module], bool]:
-    if name not in _REGISTRY:
-        raise ValueError(f"name must be one of {', '.join(MODEL_NAMES)} (or 'tiny'), got {name!r}")
-    return _REGISTRY[name]
+def _lookup(name: str) -> ModelSpec:
+    if name not in MODELS:
+        raise ValueError(f"name must be one of {', '.join(MODELS)}, got {name!r}")
+    return MODELS[name]
 
 
 def create(name: str, num_classes: int) -> nn.Module:
@@ -52,12 +70,13 @@ def create(name: str, num_classes: int) -> nn.Module:
 
     Every model is called as ``model.apply(variables, x, train=...)`` with
     ``x`` float32 NHWC of any spatial size and channel count. Models with batch
-    norm (see :func:`has_batch_norm`) keep running statistics in the
+    norm keep running statistics in the
     ``batch_stats`` collection: apply them with ``mutable=['batch_stats']``
     when ``train=True``; with ``train=False`` they use the stored statistics.
 
     Args:
-      name: one of :data:`MODEL_NAMES`, or ``"tiny"`` (a small CNN for tests).
+      name: a key of :data:`MODELS` (the documents' :data:`MODEL_NAMES`, the
+        tuning-free benchmark's ``linear``, ``mlp``, ``bn_cnn``, or ``tiny`` for tests).
       num_classes: number of output logits, >= 1.
 
     Returns:
@@ -74,20 +93,10 @@ def create(name: str, num_classes: int) -> nn.Module:
       >>> model.apply(variables, x, train=True).shape
       (4, 10)
     """
-    constructor, _ = _lookup(name)
+    spec = _lookup(name)
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f"num_classes must be an int >= 1, got {num_classes!r}")
-    return constructor(num_classes=num_classes)
-
-
-def has_batch_norm(name: str) -> bool:
-    """Whether the named model has a ``batch_stats`` collection.
-
-    Example:
-      >>> has_batch_norm("vgg16"), has_batch_norm("alexnet")
-      (True, False)
-    """
-    return _lookup(name)[1]
+    return spec.build(num_classes=num_classes)
 
 
 def param_count(name: str, input_shape: Sequence[int] = (32, 32, 3), num_classes: int = 10) -> int:

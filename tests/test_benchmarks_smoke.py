@@ -7,6 +7,7 @@ strict JSON file whose rows carry exactly the keys issue 7 specifies.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import math
@@ -208,7 +209,8 @@ def test_step_profile_falls_back_to_synthetic_images_without_fashion_mnist(tmp_p
     from benchmarks import step_profile
     from train import data as data_lib
 
-    monkeypatch.setattr(data_lib, "DEBIAN_FASHION_MNIST_DIR", tmp_path)
+    entry = dataclasses.replace(data_lib.DATASETS["fashion_mnist"], system_dir=tmp_path)
+    monkeypatch.setitem(data_lib.DATASETS, "fashion_mnist", entry)
     step_profile.benchmark_data.cache_clear()
     try:
         ds = step_profile.benchmark_data("lenet5", 4)

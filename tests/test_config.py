@@ -13,8 +13,9 @@ import numpy as np
 import optax
 import pytest
 
+import models
 import polyak_optax as po
-from train import cli, config, optimizers
+from train import cli, config, data, optimizers
 from train.config import Config
 
 
@@ -83,6 +84,9 @@ def test_help_shows_each_optimizers_defaults_and_ends_with_three_examples():
     text = cli.build_parser().format_help()
     for name, spec in optimizers.OPTIMIZERS.items():
         assert f"{name} " in text and f"lr {spec.learning_rate:<7g}" in text
+    for registry in (models.MODELS, data.DATASETS):
+        for name, spec in registry.items():
+            assert f"  {name:<20} {spec.about}" in text
     tail = text.strip().split("examples:")[-1].strip().splitlines()
     assert sum(line.lstrip().startswith("python -m train") for line in tail) == 3
 

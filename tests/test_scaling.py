@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 
 import models
-from train import data, loop, sharding
+from train import data, loop, placement, sharding
 from train import run as train_run
 from train.config import Config
 from train.optimizers import build_optimizer
@@ -387,7 +387,7 @@ def test_chunked_epochs_give_the_resident_numbers(monkeypatch):
     )  # fmt: skip
     resident = train_run.run(config.replace(data_mode="resident"), log=None)
     lines = []
-    monkeypatch.setattr(train_run, "_free_device_memory", lambda: 100 * 64 // 3)
+    monkeypatch.setattr(placement, "_free_device_memory", lambda: 100 * 64 // 3)
     chunked = train_run.run(config, log=lines.append)
     assert "chunks of 5 batches" in lines[0], lines[0]
     for mine, theirs in zip(chunked, resident, strict=True):

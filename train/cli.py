@@ -95,20 +95,13 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
 
     With ``suppress_defaults`` the result holds only the flags given explicitly.
     """
-    from train import optimizers
-
-    rows = "\n".join(
-        f"  {name:<20} lr {spec.learning_rate:<7g} momentum "
-        f"{'-' if spec.momentum is None else spec.momentum:<5} {spec.about}"
-        for name, spec in optimizers.OPTIMIZERS.items()
-    )
     parser = _Parser(
         prog=PROG,
         description=(
             "Train a model of the thesis with minibatch persistency, adaptive Nesterov, "
             "layer-wise scaling and cyclical schedules. With no flags: the README's main job."
         ),
-        epilog=f"optimizers and their defaults:\n{rows}\n\n{EXAMPLES}",
+        epilog=f"{_registries()}\n\n{EXAMPLES}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     for field in config_lib.fields():
@@ -148,6 +141,29 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
             help=meta["help"] + shown,
         )
     return parser
+
+
+def _registries() -> str:
+    """The entries of the registries, for ``--help``: each optimizer with its defaults,
+    each model and each data set."""
+    import models
+    from train import data, optimizers
+
+    sections = [
+        "optimizers and their defaults:",
+        *(
+            f"  {name:<20} lr {spec.learning_rate:<7g} momentum "
+            f"{'-' if spec.momentum is None else spec.momentum:<5} {spec.about}"
+            for name, spec in optimizers.OPTIMIZERS.items()
+        ),
+        "",
+        "models:",
+        *(f"  {name:<20} {spec.about}" for name, spec in models.MODELS.items()),
+        "",
+        "data sets:",
+        *(f"  {name:<20} {spec.about}" for name, spec in data.DATASETS.items()),
+    ]
+    return "\n".join(sections)
 
 
 def _show(value: Any) -> str:

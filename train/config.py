@@ -27,8 +27,6 @@ import math
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-#: Names accepted by ``--dataset`` (see :mod:`train.data`).
-DATASETS = ("fashion_mnist", "mnist", "cifar10", "synthetic", "license_chars")
 #: Names accepted by ``--schedule`` (see :mod:`train.optimizers`).
 SCHEDULES = ("constant", "step", "cyclic", "onecycle", "cosine")
 ON_NAN = ("stop", "skip")
@@ -112,7 +110,13 @@ def _optional(check: Callable[[Any], str | None]) -> Callable[[Any], str | None]
 def _model_names() -> tuple[str, ...]:
     from models import registry  # lazily: flax is imported only when a model is needed
 
-    return registry.ALL_NAMES
+    return tuple(registry.MODELS)
+
+
+def _dataset_names() -> tuple[str, ...]:
+    from train import data
+
+    return tuple(data.DATASETS)
 
 
 def _optimizer_names() -> tuple[str, ...]:
@@ -126,7 +130,7 @@ class Config:
     """Every setting of a training run (the defaults are the README's main job)."""
 
     model: str = _field("lenet5", "the network", check=_one_of(_model_names))
-    dataset: str = _field("fashion_mnist", "the data set", check=_one_of(DATASETS))
+    dataset: str = _field("fashion_mnist", "the data set", check=_one_of(_dataset_names))
     data_dir: str | None = _field(
         None, "where the data set's files are (IDX, CIFAR-10 batches, TFDS dir)", resume=True
     )

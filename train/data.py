@@ -2,13 +2,15 @@
 
 ``load_dataset`` returns a :class:`Dataset` of uint8 NHWC images and int32
 labels, ready to be put on the device once; normalization and augmentation run
-later on the device (:mod:`train.augment`). Sources are tried in this order:
+later on the device (:mod:`train.augment`). The registry :data:`DATASETS` holds every
+name with its number of classes and kind of files. Sources are tried in this order:
 
 1. ``data_dir``, when given: IDX files (MNIST, Fashion-MNIST; gzipped or not,
    in ``data_dir`` or ``data_dir/<name>``) or CIFAR-10's ``cifar-10-batches-py``
    (in or as ``data_dir``); failing that, ``data_dir`` as a TFDS data dir.
-2. Fashion-MNIST only, with no ``data_dir``: ``/usr/share/datasets/fashion-mnist``,
-   where Debian's ``dataset-fashion-mnist`` package installs the IDX files.
+2. with no ``data_dir``, the entry's ``system_dir`` where it has one: Fashion-MNIST's
+   ``/usr/share/datasets/fashion-mnist``, where Debian's ``dataset-fashion-mnist``
+   package installs the IDX files.
 3. TFDS (``tfds.data_source``) in its default data dir, downloading if allowed.
 
 If none has the data, :class:`DatasetNotFoundError` says, in one line, how to
@@ -18,6 +20,7 @@ naming it, rather than falling through to the next source.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import tempfile
@@ -27,7 +30,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
-from train import cifar, idx
+from train import cifar, idx, license_chars_data
 from train.data_errors import DataFormatError, DatasetNotFoundError
 from train.tfds_source import TfdsUnavailable, load_tfds
 
@@ -35,11 +38,12 @@ if TYPE_CHECKING:
     from train.config import Config
 
 __all__ = [
-    "DATASET_NAMES",
+    "DATASETS",
     "DEBIAN_FASHION_MNIST_DIR",
     "DataFormatError",
     "Dataset",
     "DatasetNotFoundError",
+    "DatasetSpec",
     "channel_stats",
     "load_dataset",
     "load_for_config",
@@ -47,9 +51,59 @@ __all__ = [
     "synthetic_dataset",
 ]
 
-DATASET_NAMES: tuple[str, ...] = ("fashion_mnist", "mnist", "cifar10", "synthetic")
 DEBIAN_FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
-_NUM_CLASSES = {"fashion_mnist": 10, "mnist": 10, "cifar10": 10, "synthetic": 10}
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetSpec:
+    """One entry of the data-set registry :data:`DATASETS`.
+
+    Attributes:
+      about: one line for ``--help``.
+      num_classes: the number of classes.
+      files: what holds the data: ``"idx"`` (MNIST's IDX files), ``"cifar"`` (CIFAR-10's
+        python batches), ``"random"`` (generated: :func:`synthetic_dataset`) or ``None``
+        (the entry's own :attr:`load`).
+      system_dir: where a system package installs the files, tried without ``--data-dir``.
+      system_package: the name of that package.
+      load: ``load(data_dir, train_subset=, seed=) -> Dataset`` for a data set of its own
+        kind (``files=None``), instead of the image sources.
+    """
+
+    about: str
+    num_classes: int = 10
+    files: str | None = "idx"
+    system_dir: Path | None = None
+    system_package: str | None = None
+    load: Callable[..., Dataset] | None = None
+
+
+#: The data sets of ``--dataset``, by name: one entry each.
+DATASETS: dict[str, DatasetSpec] = {
+    "fashion_mnist": DatasetSpec(
+        "Fashion-MNIST, 28x28x1",
+        system_dir=DEBIAN_FASHION_MNIST_DIR,
+        system_package="dataset-fashion-mnist",
+    ),
+    "mnist": DatasetSpec("MNIST, 28x28x1"),
+    "cifar10": DatasetSpec("CIFAR-10, 32x32x3", files="cifar"),
+    "synthetic": DatasetSpec(
+        "uniform random images (--synthetic-shape, --synthetic-size), for throughput",
+        files="random",
+    ),
+    "license_chars": DatasetSpec(
+        "next character of Debian's license texts (tuning-free benchmark)",
+        num_classes=license_chars_data.VOCAB,
+        files=None,
+        load=license_chars_data.load_dataset,
+    ),
+}
+
+
+def _spec(name: str) -> DatasetSpec:
+    if name not in DATASETS:
+        raise ValueError(f"name must be one of {', '.join(DATASETS)}, got {name!r}")
+    return DATASETS[name]
 
 
 class Dataset(NamedTuple):
@@ -61,7 +115,7 @@ class Dataset(NamedTuple):
       test_images: uint8 ``[M, H, W, C]``.
       test_labels: int32 ``[M]``.
       num_classes: number of classes.
-      name: the data set's name (one of :data:`DATASET_NAMES`).
+      name: the data set's name (a key of :data:`DATASETS`).
       mean: float32 ``[C]`` channel means of the training images on the [0, 1] scale.
       std: float32 ``[C]`` channel standard deviations of the same.
       source: where the data came from, for logs.
@@ -197,7 +251,8 @@ def _load_idx_dir(directory: Path, num_classes: int) -> tuple[np.ndarray, ...] |
 
 
 def _not_found(name: str, tried: list[str]) -> DatasetNotFoundError:
-    if name == "cifar10":
+    spec = DATASETS[name]
+    if spec.files == "cifar":
         files = (
             "cifar-10-batches-py/ (unpack https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz)"
         )
@@ -212,10 +267,10 @@ def _not_found(name: str, tried: list[str]) -> DatasetNotFoundError:
         f"builder_kwargs={{'file_format': 'array_record'}})\") and pass that TFDS data dir "
         f"as --data-dir if it is not ~/tensorflow_datasets",
     ]
-    if name == "fashion_mnist":
+    if spec.system_dir is not None:
         ways.append(
-            "install Debian's package (sudo apt-get install dataset-fashion-mnist), "
-            f"which puts the IDX files in {DEBIAN_FASHION_MNIST_DIR}"
+            f"install Debian's package (sudo apt-get install {spec.system_package}), "
+            f"which puts the IDX files in {spec.system_dir}"
         )
     ways.append(f"pass --data-dir DIR holding {files}")
     return DatasetNotFoundError(
@@ -229,37 +284,48 @@ def _not_found(name: str, tried: list[str]) -> DatasetNotFoundError:
 def _load_raw(
     name: str, data_dir: str | os.PathLike | None, download: bool
 ) -> tuple[tuple[np.ndarray, ...], str]:
-    num_classes = _NUM_CLASSES[name]
-    tried: list[str] = []
+    """The four arrays of an image data set and where they came from: ``--data-dir``'s
+    files, else the system package's, else TFDS (see the module docstring)."""
+    spec, tried = DATASETS[name], []
     if data_dir is not None:
-        directory = Path(data_dir).expanduser()
-        if not directory.is_dir():
-            raise _not_found(name, [f"--data-dir {directory} is not a directory"])
-        if name == "cifar10":
-            found = cifar.find_cifar_dir(directory)
-            if found is not None:
-                return cifar.load_cifar10(found), f"cifar-10-batches-py in {found}"
-            tried.append(f"no cifar-10-batches-py in {directory}")
-        else:
-            for candidate in (directory, directory / name):
-                arrays = _load_idx_dir(candidate, num_classes)
-                if arrays is not None:
-                    return arrays, f"IDX files in {candidate}"
-            tried.append(f"no IDX files in {directory} or {directory / name}")
-    elif name == "fashion_mnist":
-        arrays = _load_idx_dir(DEBIAN_FASHION_MNIST_DIR, num_classes)
+        found = _read_files(name, Path(data_dir).expanduser(), tried)
+        if found is not None:
+            return found
+    elif spec.system_dir is not None:
+        arrays = _load_idx_dir(spec.system_dir, spec.num_classes)
         if arrays is not None:
-            return arrays, f"IDX files in {DEBIAN_FASHION_MNIST_DIR}"
-        tried.append(f"no IDX files in {DEBIAN_FASHION_MNIST_DIR}")
+            return arrays, f"IDX files in {spec.system_dir}"
+        tried.append(f"no IDX files in {spec.system_dir}")
     try:
         arrays, tfds_classes = load_tfds(name, data_dir, download=download)
     except TfdsUnavailable as e:
         where = "default data dir" if data_dir is None else f"data dir {data_dir}"
         tried.append(f"TFDS ({where}, download={download}): {e}")
         raise _not_found(name, tried) from None
-    if tfds_classes != num_classes:
-        raise DataFormatError(f"TFDS {name}: {tfds_classes} classes, expected {num_classes}")
+    if tfds_classes != spec.num_classes:
+        raise DataFormatError(f"TFDS {name}: {tfds_classes} classes, expected {spec.num_classes}")
     return arrays, "TFDS" if data_dir is None else f"TFDS data dir {data_dir}"
+
+
+def _read_files(
+    name: str, directory: Path, tried: list[str]
+) -> tuple[tuple[np.ndarray, ...], str] | None:
+    """The data set from its files in ``directory`` (``--data-dir``), or ``None`` with what
+    was tried appended to ``tried``."""
+    if not directory.is_dir():
+        raise _not_found(name, [f"--data-dir {directory} is not a directory"])
+    if DATASETS[name].files == "cifar":
+        found = cifar.find_cifar_dir(directory)
+        if found is not None:
+            return cifar.load_cifar10(found), f"cifar-10-batches-py in {found}"
+        tried.append(f"no cifar-10-batches-py in {directory}")
+        return None
+    for candidate in (directory, directory / name):
+        arrays = _load_idx_dir(candidate, DATASETS[name].num_classes)
+        if arrays is not None:
+            return arrays, f"IDX files in {candidate}"
+    tried.append(f"no IDX files in {directory} or {directory / name}")
+    return None
 
 
 _SPLITS = ("train_images", "train_labels", "test_images", "test_labels")
@@ -339,7 +405,8 @@ def load_dataset(
     """Loads a data set by name from the first source that has it (see the module docstring).
 
     Args:
-      name: ``fashion_mnist``, ``mnist``, ``cifar10`` or ``synthetic``.
+      name: a key of :data:`DATASETS` (``fashion_mnist``, ``mnist``, ``cifar10``,
+        ``synthetic``...).
       data_dir: a directory with the raw files or a TFDS data dir (``--data-dir``).
       train_subset: keep only this many training examples, chosen by
         :func:`select_subset` (seeded, class-balanced); ``None`` keeps all.
@@ -367,17 +434,13 @@ def load_dataset(
       >>> ds.train_images.shape, ds.test_labels.shape, ds.num_classes, ds.mean.shape
       ((50, 8, 8, 3), (20,), 10, (3,))
     """
-    if name == "license_chars":  # text, next character: benchmarks/tuning_free.py
-        from train import license_chars_data
-
-        return license_chars_data.load_dataset(data_dir, train_subset=train_subset, seed=seed)
-    if name not in _NUM_CLASSES:
-        raise ValueError(f"name must be one of {', '.join(DATASET_NAMES)}, got {name!r}")
-    num_classes = _NUM_CLASSES[name]
+    spec = _spec(name)
+    if spec.load is not None:
+        return spec.load(data_dir, train_subset=train_subset, seed=seed)
 
     def build() -> tuple[tuple[np.ndarray, ...], str]:
-        if name == "synthetic":
-            arrays = synthetic_dataset(synthetic_shape, synthetic_size, num_classes, seed)
+        if spec.files == "random":
+            arrays = synthetic_dataset(synthetic_shape, synthetic_size, spec.num_classes, seed)
             return arrays, "synthetic (uniform random)"
         return _load_raw(name, data_dir, download)
 
@@ -386,9 +449,9 @@ def load_dataset(
         arrays, source = build()
     else:
         key = name
-        if name == "synthetic":
+        if spec.files == "random":
             shape, size = "x".join(map(str, synthetic_shape)), "-".join(map(str, synthetic_size))
-            key = f"synthetic-{shape}-{size}-seed{seed}"
+            key = f"{name}-{shape}-{size}-seed{seed}"
         arrays, stats, source = _memory_mapped(cache_dir, key, build)
     train_images, train_labels, test_images, test_labels = arrays
     if train_images.shape[1:] != test_images.shape[1:]:
@@ -406,7 +469,7 @@ def load_dataset(
         train_labels=train_labels,
         test_images=test_images,
         test_labels=test_labels,
-        num_classes=num_classes,
+        num_classes=spec.num_classes,
         name=name,
         mean=mean,
         std=std,

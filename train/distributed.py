@@ -277,6 +277,21 @@ def barrier(name: str, value: str = "") -> list[str]:
         time.sleep(0.05)
 
 
+def stop_vote(name: str, signum: int | None) -> int | None:
+    """Every process stops after the same epoch: one asked to (by signal ``signum``), all
+    stop. Returns this process's ``signum``, else the first one another process voted, or
+    ``None`` when none asked.
+
+    Example:
+      >>> stop_vote("epoch-1", None), stop_vote("epoch-2", 15)
+      (None, 15)
+    """
+    votes = barrier(name, str(signum or ""))
+    if signum:
+        return signum
+    return next((int(v) for v in votes if v), None)
+
+
 def exit_now(code: int) -> None:
     """Ends this process at once (no shutdown barrier that a dead peer would hold up)."""
     sys.stdout.flush()

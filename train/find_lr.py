@@ -30,8 +30,40 @@ def find_lr(config: Config) -> int:
             "--find-lr: adaptive_nesterov computes its own step size; choose --optimizer "
             "sgd, nesterov, adagrad or adam"
         )
-    workdir = config.workdir
-    dataset = data.load_for_config(config)
+    loss_fn, params, batches = _problem(config, data.load_for_config(config))
+
+    def factory(learning_rate: Any) -> Any:
+        return optimizers.build_optimizer(
+            config.optimizer, learning_rate, config.momentum, layerwise=config.layerwise
+        )
+
+    t0 = time.perf_counter()
+    result = po.lr_range_test(
+        loss_fn,
+        params,
+        batches,
+        factory,
+        min_lr=config.find_lr_min,
+        max_lr=config.find_lr_max,
+        num_steps=config.find_lr_steps,
+        stacked=True,
+    )
+    seconds = time.perf_counter() - t0
+    plot_path, summary = _write(config, result)
+    print(
+        f"LR range test ({config.optimizer}, {config.model}, {config.find_lr_steps} steps of "
+        f"batch {config.batch_size}, {seconds:.1f}s): suggestion {summary['suggestion']:.3g}, "
+        f"valley {summary['valley']:.3g}, minimum/10 {summary['minimum']:.3g}; plot {plot_path}",
+        flush=True,
+    )
+    return 0
+
+
+def _problem(config: Config, dataset: data.Dataset) -> tuple[Any, Any, Any]:
+    """``(loss_fn, params, batches)`` of the range test: the model at its initialization
+    and ``--find-lr-steps`` different batches, drawn like an epoch's (wrapping around a
+    small data set); ``loss_fn(params, batch)`` is the training loss (batch norm in
+    training mode, its statistics not carried from step to step)."""
     batch_size, steps = config.batch_size, config.find_lr_steps
     num_train = len(dataset.train_labels)
     if batch_size > num_train:
@@ -40,7 +72,6 @@ def find_lr(config: Config) -> int:
     model = models.create(config.model, dataset.num_classes)
     tx = optimizers.build_optimizer(config.optimizer, config.learning_rate, config.momentum)
     state = loop.create_train_state(model, tx, init_key, tuple(dataset.train_images.shape[1:]))
-    # `steps` different batches, drawn like an epoch's (wrapping around a small data set).
     perm = np.asarray(jax.random.permutation(jax.random.fold_in(data_key, 0), num_train))
     idx = perm[np.arange(steps * batch_size) % num_train].reshape(steps, batch_size)
     batches = (jnp.asarray(dataset.train_images[idx]), jnp.asarray(dataset.train_labels[idx]))
@@ -61,26 +92,13 @@ def find_lr(config: Config) -> int:
             logits = model.apply({"params": params}, x, train=True)
         return loop.cross_entropy(logits, labels).mean()
 
-    def factory(learning_rate: Any) -> Any:
-        return optimizers.build_optimizer(
-            config.optimizer,
-            learning_rate,
-            config.momentum,
-            layerwise=config.layerwise,
-        )
+    return loss_fn, state.params, batches
 
-    t0 = time.perf_counter()
-    result = po.lr_range_test(
-        loss_fn,
-        state.params,
-        batches,
-        factory,
-        min_lr=config.find_lr_min,
-        max_lr=config.find_lr_max,
-        num_steps=steps,
-        stacked=True,
-    )
-    seconds = time.perf_counter() - t0
+
+def _write(config: Config, result: po.LRRangeTestResult) -> tuple[str, dict[str, float]]:
+    """Writes ``lr_range_test.png`` and ``lr_range_test.json`` to the workdir; returns the
+    plot's path and the suggestions."""
+    workdir = config.workdir
     os.makedirs(workdir, exist_ok=True)
     plot_path = os.path.join(workdir, "lr_range_test.png")
     figure = po.plot_lr_range_test(result)
@@ -103,10 +121,4 @@ def find_lr(config: Config) -> int:
             f,
             indent=1,
         )
-    print(
-        f"LR range test ({config.optimizer}, {config.model}, {steps} steps of batch "
-        f"{batch_size}, {seconds:.1f}s): suggestion {summary['suggestion']:.3g}, valley "
-        f"{summary['valley']:.3g}, minimum/10 {summary['minimum']:.3g}; plot {plot_path}",
-        flush=True,
-    )
-    return 0
+    return plot_path, summary

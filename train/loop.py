@@ -669,8 +669,8 @@ def evaluate(
       eval_params: ``(opt_state, params) -> params`` to evaluate instead of the training
         iterate (schedule-free's averaged point), or ``None`` (static).
       sharded: the set is sharded over ``data_sharding``'s devices (static), already
-        padded to a multiple of ``batch_size`` with label ``-1`` on the padding (see
-        :func:`train.sharding.pad_rows`); each device evaluates its own rows.
+        padded to a multiple of ``batch_size`` with label ``-1`` on the padding (as
+        :func:`train.placement.place` puts it); each device evaluates its own rows.
 
     Returns:
       ``{"loss", "accuracy"}`` as float32 scalars on the device.

@@ -514,55 +514,28 @@ def build_optimizer(
       >>> float(learning_rate_of(state))
       0.1
     """
-    spec = _spec(name)
+    _spec(name)
     _check_positive_int("steps_per_epoch", steps_per_epoch)
     _check_positive_int("epochs", epochs)
     _check_positive_int("persistency", persistency)
+    given = not _is_number(learning_rate) and learning_rate is not None  # a schedule
     config = resolve(
         config_lib.Config(
             optimizer=name,
             schedule=schedule,
-            learning_rate=learning_rate if _is_number(learning_rate) else None,
+            learning_rate=None if given else learning_rate,
             momentum=momentum,
             min_learning_rate=min_learning_rate,
             cycle_epochs=cycle_epochs,
             weight_decay=weight_decay,
+            epochs=epochs,
+            persistency=persistency,
+            layerwise=layerwise,
         )
     )  # checks every value once, with the flags' own rules
-    if not _is_number(learning_rate) and learning_rate is not None:  # a schedule
-        config = config.replace(schedule="constant")
-    else:
-        learning_rate = config.learning_rate
-    total_steps = epochs * steps_per_epoch * persistency
-    momentum_schedule = config.momentum
-    if spec.cycles_momentum:
-        momentum_schedule = build_momentum_schedule(
-            config.schedule, config.momentum, total_steps=total_steps
-        )
-    # cyclic's floor is the schedule's lower bound; the Polyak floor stays the thesis's
-    cyclic_base = config.min_learning_rate if config.schedule == "cyclic" else None
-    lr = build_schedule(
-        config.schedule,
-        learning_rate,
-        total_steps=total_steps,
-        steps_per_epoch=steps_per_epoch,
-        persistency=persistency,
-        min_learning_rate=cyclic_base,
-        cycle_epochs=config.cycle_epochs,
-    )
-    extra: dict[str, Any] = {}
-    if spec.takes_floor:
-        extra["min_learning_rate"] = None if cyclic_base is not None else config.min_learning_rate
-    if spec.decoupled_weight_decay:
-        extra["weight_decay"] = config.weight_decay
-    if layerwise and spec.native_layerwise:
-        extra["layerwise"] = True
-    inner = spec.factory(lr, momentum_schedule, **extra)
-    if config.weight_decay and not spec.decoupled_weight_decay:
-        inner = optax.chain(optax.add_decayed_weights(config.weight_decay, kernel_mask), inner)
-    if layerwise and not spec.native_layerwise:
-        inner = po.layerwise(inner)
-    return optax.with_extra_args_support(inner)
+    if not given:
+        return build_from_config(config, steps_per_epoch)
+    return build_from_config(config.replace(schedule="constant"), steps_per_epoch, learning_rate)
 
 
 def skip_nonfinite(
@@ -596,39 +569,65 @@ def skip_nonfinite(
 
 
 def build_from_config(
-    config: config_lib.Config, steps_per_epoch: int
+    config: config_lib.Config,
+    steps_per_epoch: int,
+    learning_rate: optax.ScalarOrSchedule | None = None,
 ) -> optax.GradientTransformationExtraArgs:
-    """:func:`build_optimizer` with the settings of a (resolved) :class:`train.config.Config`.
+    """The optimizer of a resolved :class:`train.config.Config` (see :func:`resolve`), for
+    ``steps_per_epoch`` batches per epoch: the registry entry's factory with the schedules,
+    weight decay and layer-wise factor the config asks for.
 
-    With ``on_nan="skip"`` a step whose updates are not finite is skipped
-    (:func:`skip_nonfinite`).
+    Args:
+      config: the resolved config: its optimizer, schedule, learning rate, momentum, floor,
+        cycle, weight decay, epochs, persistency, ``layerwise`` and ``on_nan`` (``skip``:
+        a step whose updates are not finite is skipped, :func:`skip_nonfinite`).
+      steps_per_epoch: batches per epoch.
+      learning_rate: a learning rate to use as it is (a schedule, or an array of the range
+        test) instead of ``config.learning_rate`` (``config.schedule`` then ``constant``).
+
+    Example:
+      >>> c = resolve(config_lib.Config(optimizer="sgd", schedule="step", epochs=4))
+      >>> tx = build_from_config(c, steps_per_epoch=5)
+      >>> float(learning_rate_of(tx.init({"w": jnp.zeros(2)})))
+      0.05
     """
-    tx = _build_configured(config, steps_per_epoch)
-    return skip_nonfinite(tx) if config.on_nan == "skip" else tx
-
-
-def _build_configured(
-    config: config_lib.Config, steps_per_epoch: int
-) -> optax.GradientTransformationExtraArgs:
-    return build_optimizer(
-        config.optimizer,
-        config.learning_rate,
-        config.momentum,
-        schedule=config.schedule,
+    spec = OPTIMIZERS[config.optimizer]
+    total_steps = config.epochs * steps_per_epoch * config.persistency
+    momentum = config.momentum
+    if spec.cycles_momentum:
+        momentum = build_momentum_schedule(config.schedule, momentum, total_steps=total_steps)
+    # cyclic's floor is the schedule's lower bound; the Polyak floor stays the thesis's
+    cyclic_base = config.min_learning_rate if config.schedule == "cyclic" else None
+    lr = build_schedule(
+        config.schedule,
+        config.learning_rate if learning_rate is None else learning_rate,
+        total_steps=total_steps,
         steps_per_epoch=steps_per_epoch,
-        epochs=config.epochs,
         persistency=config.persistency,
-        layerwise=config.layerwise,
-        min_learning_rate=config.min_learning_rate,
+        min_learning_rate=cyclic_base,
         cycle_epochs=config.cycle_epochs,
-        weight_decay=config.weight_decay,
     )
+    extra: dict[str, Any] = {}
+    if spec.takes_floor:
+        extra["min_learning_rate"] = None if cyclic_base is not None else config.min_learning_rate
+    if spec.decoupled_weight_decay:
+        extra["weight_decay"] = config.weight_decay
+    if config.layerwise and spec.native_layerwise:
+        extra["layerwise"] = True
+    tx = spec.factory(lr, momentum, **extra)
+    if config.weight_decay and not spec.decoupled_weight_decay:
+        tx = optax.chain(optax.add_decayed_weights(config.weight_decay, kernel_mask), tx)
+    if config.layerwise and not spec.native_layerwise:
+        tx = po.layerwise(tx)
+    tx = optax.with_extra_args_support(tx)
+    return skip_nonfinite(tx) if config.on_nan == "skip" else tx
 
 
 def learning_rate_of(opt_state: optax.OptState) -> jax.Array:
     """The learning rate of the last update (adaptive Nesterov: its eta), or NaN if none.
 
-    Reads the first array field called ``learning_rate`` of the state: the injected
+    Reads the last array field called ``learning_rate`` of the state (in the order of
+    ``optax.tree.get_all_with_path``): the injected
     hyperparameter of ``optax.inject_hyperparams`` or adaptive Nesterov's eta. A state
     without one (any optax optimizer not built here) reports NaN, written as ``null``.
 

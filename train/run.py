@@ -1,14 +1,19 @@
 """``train.run(config)``: the one training function of the CLI and of every benchmark.
 
-It loads the data, builds the mesh, the model and the optimizer from the registries,
-runs the device-resident epochs (:func:`train.loop.train_epoch`, one jitted call each),
-evaluates, and, when the config names a workdir, writes checkpoints and metrics:
+A run is three phases, each in the module that owns it:
 
-* ``config.json``: the resolved config plus ``derived`` facts (sizes, devices, versions);
-  its target ``epochs`` is never lowered by a resume;
-* ``checkpoints/<epoch>/``: after every epoch; ``metrics.jsonl``, TensorBoard events and
-  ``curves.png`` get an epoch only once its checkpoint is committed (:mod:`train.report`);
-* ``.lock``: held while the run lives, so a second run into the same workdir stops at once.
+1. set up (:func:`train.setup.create`): the workdir, the data set on the devices
+   (:mod:`train.placement`), the mesh, the model, the optimizer, the state (restored on
+   ``--resume``), ``config.json`` and the metric sinks, as an ``Experiment``;
+2. the epoch loop (:func:`_train`, below): each epoch trains (one jitted call,
+   :func:`train.loop.train_epoch`, or its chunks), evaluates, checks that the loss is
+   finite, saves a checkpoint (``checkpoints/<epoch>/``) and only then reports the epoch
+   (``metrics.jsonl``, TensorBoard, ``curves.png``: :mod:`train.report`), and stops where
+   a signal asked, in every process after the same epoch;
+3. the report: the history of epoch records, or an exception that carries it.
+
+While the run lives it holds the workdir's ``.lock``, so a second run into the same
+workdir stops at once.
 
 Faults end the run with an exception that the CLI turns into one line and an exit status:
 :class:`Diverged` (a non-finite training loss under ``on_nan="stop"``),
@@ -20,9 +25,6 @@ Faults end the run with an exception that the CLI turns into one line and an exi
 from __future__ import annotations
 
 import contextlib
-import json
-import os
-import shutil
 import signal
 import sys
 import threading
@@ -31,26 +33,17 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
-import numpy as np
-import optax
 
-import models
-from train import (
-    checkpoints,
-    data,
-    distributed,
-    interrupt,
-    loop,
-    optimizers,
-    progress,
-    report,
-    sharding,
-)
+from train import data, distributed, interrupt, loop, optimizers, progress, report, setup
 from train.config import Config
 from train.workdir_lock import WorkdirLock
 
-History = list[dict[str, Any]]
+History = setup.History
 POLL_SECONDS = 0.05
+STOP_MESSAGE = (
+    "train: {signal}: stopping after the running epoch, which will be saved "
+    "(send it again to stop at once)"
+)
 
 
 class RunStopped(Exception):
@@ -95,7 +88,7 @@ def run(
     dataset: data.Dataset | None = None,
     log: Callable[[str], None] | None = print,
     show_progress: bool | None = None,
-    tx: optax.GradientTransformation | Callable[[int], optax.GradientTransformation] | None = None,
+    tx: setup.TxLike | None = None,
     on_epoch: Callable[[dict[str, Any], loop.TrainState], None] | None = None,
 ) -> History:
     """Trains and evaluates as ``config`` says; returns one record per epoch.
@@ -141,433 +134,145 @@ def run(
     say = (log if primary else None) or (lambda line: None)
     lock = WorkdirLock(config.workdir) if config.workdir and primary else contextlib.nullcontext()
     with lock:
-        return _run_locked(config, dataset, say, show_progress, tx, on_epoch)
+        experiment = setup.create(config, dataset, tx, say)
+        if experiment.start_epoch >= config.epochs:
+            say(f"already trained for {experiment.start_epoch} >= --epochs {config.epochs} epochs")
+            experiment.close()
+            return experiment.history
+        compile_time = _compile(experiment, say)
+        if show_progress is None:
+            show_progress = config.progress and sys.stderr.isatty()
+        bar = progress.EpochProgress(config.epochs, enabled=show_progress and primary, write=say)
+        return _train(experiment, bar, compile_time, on_epoch)
 
 
-def _run_locked(
-    config: Config,
-    dataset: data.Dataset | None,
-    say: Callable[[str], None],
-    show_progress: bool | None,
-    tx: Any,
-    on_epoch: Callable[[dict[str, Any], loop.TrainState], None] | None,
-) -> History:
-    workdir = config.workdir
-    ckpt = None
-    if workdir is not None:
-        ckpt = checkpoints.Checkpointer(
-            os.path.join(workdir, "checkpoints"), max_to_keep=config.keep_checkpoints
-        )
-        for leftover in ckpt.cleanup_temporary():
-            say(f"removed {leftover}: the leftover of an interrupted save")
-        if not config.resume and ckpt.has_checkpoints():
-            if not config.overwrite:
-                raise ValueError(
-                    f"workdir {workdir} already holds a run; pass --resume to continue it or "
-                    "--overwrite to start over"
-                )
-            distributed.barrier("checked-workdir")  # all have seen the old run
-            if distributed.process_index() == 0:
-                shutil.rmtree(ckpt.directory)
-        distributed.barrier("prepared-workdir")
-
-    if dataset is None:
-        dataset = _load_dataset(config)
-    mesh = sharding.make_mesh(config.num_devices)
-    sharding.check_batch_size(config.batch_size, mesh, "--batch-size")
-    num_train = len(dataset.train_labels)
-    batch_size, persistency = config.batch_size, config.persistency
-    if batch_size > num_train:
-        raise ValueError(f"--batch-size {batch_size} exceeds the {num_train} training examples")
-    sharded = config.data_placement == "sharded"
-    used_train = sharding.sharded_rows(num_train, mesh) if sharded else num_train
-    steps_per_epoch = (
-        (used_train // mesh.size) // (batch_size // mesh.size)
-        if sharded
-        else num_train // batch_size
-    )
-    eval_batch_size = min(config.eval_batch_size, len(dataset.test_labels))
-    eval_batch_size = -(-eval_batch_size // mesh.size) * mesh.size
-
-    if tx is None:
-        tx = optimizers.build_from_config(config, steps_per_epoch)
-    elif not isinstance(tx, optax.GradientTransformation):
-        tx = tx(steps_per_epoch)
-    spec = optimizers.OPTIMIZERS[config.optimizer]
-    init_key, data_key = jax.random.split(jax.random.key(config.seed))
-    model = models.create(config.model, dataset.num_classes)
-    image_shape = tuple(dataset.train_images.shape[1:])
-    state = loop.create_train_state(model, tx, init_key, image_shape)
-    state = sharding.replicate(state, mesh)
-    mode, chunk_batches = _choose_mode(config, dataset, mesh, sharded, steps_per_epoch)
-    train_images, train_labels, test_images, test_labels, mean, std = _place_data(
-        dataset, mesh, sharded, used_train, eval_batch_size, resident=mode == "resident"
-    )
-
-    history: History = []
-    wall_time, start_epoch = 0.0, 0
-    if ckpt is not None and config.resume:
-        restored = ckpt.restore_latest(state.arrays())
-        if restored is None:
-            say(f"no checkpoint in {workdir}: starting from epoch 0")
-        else:
-            start_epoch, arrays, meta, skipped = restored
-            for epoch, reason in skipped:
-                say(f"skipped checkpoint {epoch}: {reason}")
-            state = state.replace_arrays(arrays)
-            wall_time = float(meta["wall_time"])
-            history = list(meta["history"])
-            say(f"resuming {workdir} after epoch {start_epoch}")
-    derived = {
-        "num_train": num_train,
-        "num_test": len(dataset.test_labels),
-        "image_shape": list(image_shape),
-        "num_classes": dataset.num_classes,
-        "steps_per_epoch": steps_per_epoch,
-        "optimizer_steps_per_epoch": steps_per_epoch * persistency,
-        "dropped_per_epoch": num_train - steps_per_epoch * batch_size,
-        "data_placement": config.data_placement,
-        "data_mode": mode,
-        "chunk_batches": chunk_batches,
-        "train_examples_per_device": used_train // mesh.size if sharded else num_train,
-        "num_devices": mesh.size,
-        "num_processes": jax.process_count(),
-        "devices": [str(d) for d in mesh.devices.flat],
-        "jax_version": jax.__version__,
-    }
-    sinks = None
-    if workdir is not None and distributed.process_index() == 0:
-        _write_config(workdir, config, derived)
-        if not history:  # a new run: no curves or events of an earlier one in the workdir
-            report.remove_outputs(workdir)
-        sinks = report.RunReport(workdir)
-        sinks.restart(history)
-
-    say(
-        f"{config.dataset}: {num_train} train / {derived['num_test']} test images "
-        f"{'x'.join(map(str, image_shape))}; {config.model} "
-        f"({models.param_count(config.model, image_shape, dataset.num_classes):,} params); "
-        f"{config.optimizer}{' (layer-wise)' if config.layerwise else ''} "
-        f"{config.schedule} lr {config.learning_rate:g}; batch {batch_size}, K "
-        f"{persistency}, {steps_per_epoch} batches/epoch ({derived['dropped_per_epoch']} "
-        f"dropped); {mesh.size} {jax.default_backend()} device(s), data {config.data_placement}"
-        + (f", chunks of {chunk_batches} batches" if mode == "chunked" else "")
-        + (f"; workdir {workdir}" if workdir else "")
-    )
-    epochs = config.epochs
-    if start_epoch >= epochs:
-        say(f"already trained for {start_epoch} >= --epochs {epochs} epochs")
-        _close(ckpt, sinks)
-        return history
-
-    data_sharding = sharding.batch_sharding(mesh)
+def _compile(experiment: setup.Experiment, say: Callable[[str], None]) -> float:
+    """Compiles the epoch and the evaluation; returns the seconds it took."""
     t0 = time.perf_counter()
-    options = {
-        "batch_size": batch_size,
-        "persistency": persistency,
-        "augment": config.augment,
-        "data_sharding": data_sharding,
-    }
-    if mode == "resident":
-        epoch_fn = loop.train_epoch.lower(
-            state,
-            train_images,
-            train_labels,
-            mean,
-            std,
-            jax.random.fold_in(data_key, start_epoch + 1),
-            sharded=sharded,
-            **options,
-        ).compile()
-
-        def train_one_epoch(state: loop.TrainState, key: jax.Array, wait: Callable[[Any], float]):
-            state, metrics = epoch_fn(state, train_images, train_labels, mean, std, key)
-            return state, metrics, wait(metrics)
-
-    else:
-        train_one_epoch = _chunked_epochs(
-            state, dataset, mesh, sharded, used_train, chunk_batches, steps_per_epoch, mean,
-            std, options,
-        )  # fmt: skip
-    eval_fn = loop.evaluate.lower(
-        state,
-        test_images,
-        test_labels,
-        mean,
-        std,
-        batch_size=eval_batch_size,
-        data_sharding=data_sharding,
-        eval_params=spec.eval_params,
-        sharded=sharded,
-    ).compile()
+    key = jax.random.fold_in(experiment.data_key, experiment.start_epoch + 1)
+    experiment.data.compile(experiment.state, key, experiment.eval_params)
     compile_time = time.perf_counter() - t0
     say(f"compiled in {compile_time:.1f}s")
     # The first collective of a slow-compiling process would time out the others' (gloo).
     distributed.barrier("compiled")
+    return compile_time
 
-    if show_progress is None:
-        show_progress = config.progress and sys.stderr.isatty()
-    show_progress = show_progress and distributed.process_index() == 0
-    bar = progress.EpochProgress(epochs, enabled=show_progress, write=say)
-    stop = interrupt.StopAfterEpoch(
-        "train: {signal}: stopping after the running epoch, which will be saved "
-        "(send it again to stop at once)"
-    )
-    epoch = start_epoch
+
+def _train(
+    experiment: setup.Experiment,
+    bar: progress.EpochProgress,
+    compile_time: float,
+    on_epoch: Callable[[dict[str, Any], loop.TrainState], None] | None,
+) -> History:
+    """The epoch loop: train, evaluate, check, save, report, and stop where asked."""
+    epochs, history = experiment.config.epochs, experiment.history
+    stop = interrupt.StopAfterEpoch(STOP_MESSAGE)
+    epoch = experiment.start_epoch
     # The handlers stay installed through the clean-up (saves, curves): a second signal
     # then cannot land in Python's default handler, a KeyboardInterrupt mid-exit.
     with stop:
         try:
-            for epoch in range(start_epoch + 1, epochs + 1):
+            for epoch in range(experiment.start_epoch + 1, epochs + 1):
                 bar.start_epoch(epoch)
-                t0 = time.perf_counter()
-                state, train_metrics, finished = train_one_epoch(
-                    state,
-                    jax.random.fold_in(data_key, epoch),
-                    lambda outputs, t0=t0: _wait(outputs, bar, t0, stop.check),
-                )
-                epoch_time = finished - t0
-                test_metrics = eval_fn(state, test_images, test_labels, mean, std)
-                train_metrics, test_metrics, step = jax.device_get(
-                    (train_metrics, test_metrics, state.step)
-                )  # the epoch's one host sync
-                wall_time += time.perf_counter() - t0
-                record = {
-                    "epoch": epoch,
-                    "step": int(step),
-                    "wall_time": round(wall_time, 4),
-                    "epoch_time": round(epoch_time, 4),
-                    "train_loss": report.finite_or_none(train_metrics["loss"]),
-                    "train_accuracy": report.finite_or_none(train_metrics["accuracy"]),
-                    "test_loss": report.finite_or_none(test_metrics["loss"]),
-                    "test_accuracy": report.finite_or_none(test_metrics["accuracy"]),
-                    "learning_rate": report.finite_or_none(train_metrics["learning_rate"]),
-                    "nonfinite_batches": int(train_metrics["nonfinite"]),
-                    "compile_time": round(compile_time, 4),
-                }
-                params_finite = record["test_loss"] is not None
-                if (record["nonfinite_batches"] and config.on_nan == "stop") or not params_finite:
-                    bar.close()
-                    kept = ckpt.latest_epoch() if ckpt is not None else None
-                    raise Diverged(
-                        f"the training loss is not finite in epoch {epoch} "
-                        f"({record['nonfinite_batches']} of {steps_per_epoch} batches"
-                        f"{'' if params_finite else ', and the parameters'}); stopped"
-                        + (f", keeping the checkpoint of epoch {kept}" if kept else "")
-                        + "; lower --learning-rate, or pass --on-nan skip to skip such steps",
-                        history,
-                    )
+                record = _epoch(experiment, epoch, bar, stop, compile_time)
+                _check_finite(experiment, record, bar)
                 history.append(record)
-                if ckpt is not None:
+                if experiment.checkpointer is not None:
                     with stop.deferred():  # a second signal waits for the save and its line
-                        ckpt.save(
-                            epoch,
-                            state.arrays(),
-                            {"epoch": epoch, "wall_time": wall_time, "history": history},
-                            finite=params_finite,
-                        )
-                        if sinks is not None:
-                            # Only after the checkpoint is committed; the last epoch's
-                            # curves are drawn while a second Ctrl-C is still handled.
-                            sinks.add(history, final=stop.requested or epoch == epochs)
+                        experiment.save(epoch, final=stop.requested or epoch == epochs)
                 bar.update(record)
                 if on_epoch is not None:
-                    on_epoch(record, state)
-                # Every process stops after the same epoch: one asked to, all stop.
-                votes = distributed.barrier(f"epoch-{epoch}", str(stop.signum or ""))
-                if not stop.requested and any(votes):
-                    stop.requested, stop.signum = True, int(next(v for v in votes if v))
+                    on_epoch(record, experiment.state)
+                signum = distributed.stop_vote(f"epoch-{epoch}", stop.signum)
+                if signum and not stop.requested:
+                    stop.requested, stop.signum = True, signum
                 if stop.requested and epoch < epochs:
                     break
         except interrupt.Abort as abort:
             bar.close()
-            kept = ckpt.latest_epoch() if ckpt is not None else None
-            raise Aborted(
-                f"{abort}: stopped at once; "
-                + (
-                    f"the checkpoint of epoch {kept} is kept: continue with "
-                    f"{resume_command(workdir, epochs)}"
-                    if kept
-                    else "no epoch was completed"
-                ),
-                history,
-                abort.signum,
-            ) from None
+            raise _aborted(experiment, abort) from None
         finally:
             bar.close()
-            _close(ckpt, sinks)
+            experiment.close()
     if stop.requested and epoch < epochs:
+        workdir = experiment.config.workdir
         where = f": continue with {resume_command(workdir, epochs)}" if workdir else ""
-        raise Interrupted(
-            f"{signal.Signals(stop.signum).name}: epoch {epoch} is saved{where}",
-            history,
-            stop.signum,
-        )
+        name = signal.Signals(stop.signum).name
+        raise Interrupted(f"{name}: epoch {epoch} is saved{where}", history, stop.signum)
     return history
 
 
-DEFAULT_DATA_CACHE = "data-cache"  # in the workdir, for a multi-process run
-
-
-def _load_dataset(config: Config) -> data.Dataset:
-    """``config``'s data set. In several processes it is memory-mapped from
-    ``--data-cache`` or, by default, ``<workdir>/data-cache`` (a new run's own, rewritten
-    when the run starts over): process 0 writes it while the others wait at a barrier,
-    then each process reads only the rows its devices hold (:func:`sharding.put_rows`)."""
-    cache = config.data_cache
-    if cache is None and distributed.active() and config.workdir is not None:
-        cache = os.path.join(config.workdir, DEFAULT_DATA_CACHE)
-        if not config.resume and distributed.process_index() == 0:
-            shutil.rmtree(cache, ignore_errors=True)  # an earlier run's (another --data-dir)
-
-    def load() -> data.Dataset:
-        return data.load_for_config(config.replace(data_cache=cache))
-
-    if cache is None or not distributed.active():
-        return load()
-    dataset = load() if distributed.process_index() == 0 else None
-    distributed.barrier("data-cache")  # written once, by process 0
-    return load() if dataset is None else dataset
-
-
-def _place_data(
-    dataset: data.Dataset,
-    mesh: Any,
-    sharded: bool,
-    used_train: int,
-    eval_batch_size: int,
-    resident: bool,
-) -> tuple[jax.Array | None, ...]:
-    """The data set on the mesh: sharded (each device holds its rows; the test set padded
-    to whole evaluation batches, label -1 on the padding) or replicated. The chunked mode
-    leaves the training set on the host (``None``)."""
-    stats = sharding.replicate((dataset.mean, dataset.std), mesh)
-    if not sharded:
-        test = sharding.replicate((dataset.test_images, dataset.test_labels), mesh)
-        train = sharding.replicate((dataset.train_images, dataset.train_labels), mesh)
-        return (*(train if resident else (None, None)), *test, *stats)
-    num_test = len(dataset.test_labels)
-    test_rows = -(-num_test // eval_batch_size) * eval_batch_size
-    train = (
-        sharding.put_rows(dataset.train_images, mesh, used_train),
-        sharding.put_rows(dataset.train_labels, mesh, used_train),
+def _epoch(
+    experiment: setup.Experiment,
+    epoch: int,
+    bar: progress.EpochProgress,
+    stop: interrupt.StopAfterEpoch,
+    compile_time: float,
+) -> dict[str, Any]:
+    """Trains and evaluates one epoch; returns its record."""
+    t0 = time.perf_counter()
+    state, train_metrics, finished = experiment.data.train_epoch(
+        experiment.state,
+        jax.random.fold_in(experiment.data_key, epoch),
+        lambda outputs: _wait(outputs, bar, t0, stop.check),
     )
-    return (
-        *(train if resident else (None, None)),
-        sharding.put_rows(dataset.test_images, mesh, test_rows),
-        sharding.put_rows(dataset.test_labels, mesh, test_rows, fill=-1),
-        *stats,
+    experiment.state = state
+    test_metrics = experiment.data.evaluate(state)
+    train_metrics, test_metrics, step = jax.device_get(
+        (train_metrics, test_metrics, state.step)
+    )  # the epoch's one host sync
+    experiment.wall_time += time.perf_counter() - t0
+    return {
+        "epoch": epoch,
+        "step": int(step),
+        "wall_time": round(experiment.wall_time, 4),
+        "epoch_time": round(finished - t0, 4),
+        "train_loss": report.finite_or_none(train_metrics["loss"]),
+        "train_accuracy": report.finite_or_none(train_metrics["accuracy"]),
+        "test_loss": report.finite_or_none(test_metrics["loss"]),
+        "test_accuracy": report.finite_or_none(test_metrics["accuracy"]),
+        "learning_rate": report.finite_or_none(train_metrics["learning_rate"]),
+        "nonfinite_batches": int(train_metrics["nonfinite"]),
+        "compile_time": round(compile_time, 4),
+    }
+
+
+def _check_finite(
+    experiment: setup.Experiment, record: dict[str, Any], bar: progress.EpochProgress
+) -> None:
+    """Raises :class:`Diverged` for a non-finite training loss under ``--on-nan stop``, or
+    non-finite parameters (a non-finite test loss) under either setting."""
+    params_finite = record["test_loss"] is not None
+    stops = record["nonfinite_batches"] and experiment.config.on_nan == "stop"
+    if params_finite and not stops:
+        return
+    bar.close()
+    kept = experiment.kept_epoch()
+    raise Diverged(
+        f"the training loss is not finite in epoch {record['epoch']} "
+        f"({record['nonfinite_batches']} of {experiment.data.plan.steps_per_epoch} batches"
+        f"{'' if params_finite else ', and the parameters'}); stopped"
+        + (f", keeping the checkpoint of epoch {kept}" if kept else "")
+        + "; lower --learning-rate, or pass --on-nan skip to skip such steps",
+        experiment.history,
     )
 
 
-def _free_device_memory() -> int | None:
-    """Free bytes of the first local device, where the backend reports them (not on CPU)."""
-    stats = jax.local_devices()[0].memory_stats() or {}
-    if "bytes_limit" not in stats:
-        return None
-    return int(stats["bytes_limit"]) - int(stats.get("bytes_in_use", 0))
-
-
-def _choose_mode(
-    config: Config, dataset: data.Dataset, mesh: Any, sharded: bool, steps_per_epoch: int
-) -> tuple[str, int | None]:
-    """``("resident" | "chunked", batches per chunk)``: ``--data-mode``, or by ``auto`` the
-    chunked mode when the training set would take over half of the free device memory."""
-    images = dataset.train_images
-    example_bytes = int(np.prod(images.shape[1:])) * images.dtype.itemsize + 4  # + label
-    shards = mesh.size if sharded else 1
-    free = _free_device_memory()
-    mode = config.data_mode
-    if mode == "auto":
-        on_device = len(images) * example_bytes // shards
-        mode = "chunked" if free is not None and on_device > free // 2 else "resident"
-    if mode == "resident":
-        return mode, None
-    chunk = config.chunk_batches
-    if chunk is None:
-        local_batch_bytes = config.batch_size // mesh.size * example_bytes
-        chunk = 64 if free is None else max(1, free // 8 // local_batch_bytes)
-    return mode, max(1, min(chunk, steps_per_epoch))
-
-
-def _chunked_epochs(
-    state: loop.TrainState,
-    dataset: data.Dataset,
-    mesh: Any,
-    sharded: bool,
-    used_train: int,
-    chunk_batches: int,
-    steps_per_epoch: int,
-    mean: jax.Array,
-    std: jax.Array,
-    options: dict[str, Any],
-) -> Callable[..., tuple[loop.TrainState, dict[str, Any], float]]:
-    """The chunked mode's epoch: the epoch's batches (:func:`train.loop.epoch_indices`, the
-    resident mode's) gathered on the host from the (memory-mapped) training set, C batches
-    at a time; chunk i + 1 is gathered and copied to the devices while chunk i trains
-    (:func:`train.loop.train_chunk`), so at most two chunks live on a device."""
-    images, labels = dataset.train_images, dataset.train_labels
-    batch_size, data_sharding = options["batch_size"], options["data_sharding"]
-    shards = mesh.size
-    rows_per_chunk = chunk_batches * batch_size
-    structs = [
-        jax.ShapeDtypeStruct((rows_per_chunk, *a.shape[1:]), a.dtype, sharding=data_sharding)
-        for a in (images, labels)
-    ]
-    sums0 = sharding.replicate(loop.zero_sums(), mesh)
-    augment_key = jax.random.key(0)
-    chunk_fn = loop.train_chunk.lower(
-        state, sums0, *structs, np.int32(1), np.int32(0), mean, std, augment_key, **options
-    ).compile()
-
-    def put(indices: np.ndarray) -> tuple[jax.Array, jax.Array]:
-        batches = len(indices)
-        if batches < chunk_batches:  # the last chunk: padded, its padding not trained on
-            indices = np.concatenate(
-                [indices, np.zeros_like(indices[:1]).repeat(chunk_batches - batches, 0)]
-            )
-        rows = loop.chunk_rows(indices, shards)
-        return (
-            sharding.put_rows(_Gather(images, rows), mesh),
-            sharding.put_rows(_Gather(labels, rows), mesh),
-        )
-
-    def train_one_epoch(state: loop.TrainState, key: jax.Array, wait: Callable[[Any], float]):
-        perm_key, augment_key = jax.random.split(key)
-        indices = loop.epoch_indices(perm_key, used_train, batch_size, shards if sharded else None)
-        starts = range(0, steps_per_epoch, chunk_batches)
-        sums = sharding.replicate(loop.zero_sums(), mesh)
-        chunk = put(indices[:chunk_batches])
-        for start in starts:
-            count = min(chunk_batches, steps_per_epoch - start)
-            state, sums = chunk_fn(
-                state, sums, *chunk, np.int32(count), np.int32(start), mean, std, augment_key
-            )
-            if start + chunk_batches < steps_per_epoch:  # overlaps the running chunk
-                chunk = put(indices[start + chunk_batches : start + 2 * chunk_batches])
-            finished = wait(sums)  # the running chunk is done: at most two chunks on a device
-        sums = jax.device_get(sums)
-        metrics = loop.epoch_metrics(sums, steps_per_epoch, batch_size, options["persistency"])
-        return state, metrics, finished
-
-    return train_one_epoch
-
-
-class _Gather:
-    """Rows ``rows`` of ``array`` as a sliceable sequence (read only when sliced)."""
-
-    def __init__(self, array: Any, rows: np.ndarray):
-        self.array, self.rows, self.shape = array, rows, (len(rows), *array.shape[1:])
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __getitem__(self, where: slice) -> np.ndarray:
-        rows = self.rows[where]
-        order = np.argsort(rows, kind="stable")  # sequential reads of the memory map
-        out = np.empty((len(rows), *self.array.shape[1:]), self.array.dtype)
-        out[order] = self.array[rows[order]]
-        return out
+def _aborted(experiment: setup.Experiment, abort: interrupt.Abort) -> Aborted:
+    """The :class:`Aborted` of a second signal, naming the checkpoint that is kept."""
+    kept = experiment.kept_epoch()
+    workdir, epochs = experiment.config.workdir, experiment.config.epochs
+    return Aborted(
+        f"{abort}: stopped at once; "
+        + (
+            f"the checkpoint of epoch {kept} is kept: continue with "
+            f"{resume_command(workdir, epochs)}"
+            if kept
+            else "no epoch was completed"
+        ),
+        experiment.history,
+        abort.signum,
+    )
 
 
 def _wait(
@@ -604,28 +309,6 @@ def _wait(
     if not finished:  # the computation failed: let the caller see its error
         jax.block_until_ready(outputs)
     return finished[0]
-
-
-def _close(ckpt: checkpoints.Checkpointer | None, sinks: report.RunReport | None) -> None:
-    if ckpt is not None:
-        ckpt.close()
-    if sinks is not None:
-        sinks.close()
-
-
-def _write_config(workdir: str, config: Config, derived: dict[str, Any]) -> None:
-    """``config.json``, keeping a larger target ``epochs`` of an earlier run in the workdir."""
-    path = os.path.join(workdir, "config.json")
-    # Where the processes meet is not part of the run: a resume may meet elsewhere.
-    saved = config.replace(coordinator_address=None, num_processes=None, process_id=None)
-    saved = saved.to_json()
-    if config.resume and os.path.exists(path):
-        with contextlib.suppress(OSError, ValueError, TypeError, KeyError), open(path) as f:
-            saved["epochs"] = max(config.epochs, int(json.load(f)["epochs"]))
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump({**saved, "derived": derived}, f, indent=2)
-    os.replace(tmp, path)
 
 
 def best(history: History) -> dict[str, Any] | None:
