@@ -13,6 +13,7 @@ import jax.numpy as jnp
 from models.alexnet import AlexNet
 from models.bn_cnn import BNCNN
 from models.caffe import CifarQuick, LeNet5
+from models.gpt import GPT
 from models.linear import MLP, Linear
 from models.resnet import ResNet
 from models.tiny import Tiny
@@ -32,6 +33,9 @@ _REGISTRY: dict[str, tuple[Callable[..., nn.Module], bool]] = {
     "linear": (Linear, False),
     "mlp": (MLP, False),
     "bn_cnn": (BNCNN, True),
+    # byte-level language models (token inputs [B, T]): benchmarks.tuning_free_lm
+    "gpt": (GPT, False),
+    "gpt_small": (functools.partial(GPT, num_layers=2, width=64, num_heads=4), False),
 }
 
 #: The public model names (``tiny`` exists for tests only and is not listed).
@@ -51,8 +55,9 @@ def create(name: str, num_classes: int) -> nn.Module:
     """Builds a Flax Linen model by name.
 
     Every model is called as ``model.apply(variables, x, train=...)`` with
-    ``x`` float32 NHWC of any spatial size and channel count. Models with batch
-    norm (see :func:`has_batch_norm`) keep running statistics in the
+    ``x`` float32 NHWC of any spatial size and channel count (the language models
+    ``gpt`` and ``gpt_small``: token ids ``[B, T]``, logits ``[B, T, num_classes]``).
+    Models with batch norm (see :func:`has_batch_norm`) keep running statistics in the
     ``batch_stats`` collection: apply them with ``mutable=['batch_stats']``
     when ``train=True``; with ``train=False`` they use the stored statistics.
 
@@ -99,7 +104,8 @@ def param_count(name: str, input_shape: Sequence[int] = (32, 32, 3), num_classes
 
     Args:
       name: a model name accepted by :func:`create`.
-      input_shape: ``(height, width, channels)`` of one image.
+      input_shape: ``(height, width, channels)`` of one image, or ``(length,)`` of one
+        token sequence.
       num_classes: number of output logits.
 
     Returns:
@@ -114,10 +120,11 @@ def param_count(name: str, input_shape: Sequence[int] = (32, 32, 3), num_classes
     """
     model = create(name, num_classes)
     shape = tuple(input_shape)
-    if len(shape) != 3 or not all(isinstance(n, int) and n >= 1 for n in shape):
+    if len(shape) not in (1, 3) or not all(isinstance(n, int) and n >= 1 for n in shape):
         raise ValueError(
-            f"input_shape must be (height, width, channels) ints >= 1, got {input_shape!r}"
+            "input_shape must be (height, width, channels) or a sequence's (length,) ints "
+            f">= 1, got {input_shape!r}"
         )
-    x = jax.ShapeDtypeStruct((1, *shape), jnp.float32)
+    x = jax.ShapeDtypeStruct((1, *shape), jnp.int32 if len(shape) == 1 else jnp.float32)
     variables = jax.eval_shape(functools.partial(model.init, train=False), jax.random.key(0), x)
     return sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(variables["params"]))

@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 #: Names accepted by ``--dataset`` (see :mod:`train.data`).
-DATASETS = ("fashion_mnist", "mnist", "cifar10", "synthetic", "license_chars")
+DATASETS = ("fashion_mnist", "mnist", "cifar10", "synthetic", "license_chars", "python_stdlib")
 #: Names accepted by ``--schedule`` (see :mod:`train.optimizers`).
 SCHEDULES = ("constant", "step", "cyclic", "onecycle", "cosine")
 ON_NAN = ("stop", "skip")

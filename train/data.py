@@ -371,6 +371,10 @@ def load_dataset(
         from train import license_chars_data
 
         return license_chars_data.load_dataset(data_dir, train_subset=train_subset, seed=seed)
+    if name == "python_stdlib":  # bytes of the standard library's source: models/gpt.py
+        from train import text
+
+        return text.load_dataset(data_dir, train_subset=train_subset, seed=seed)
     if name not in _NUM_CLASSES:
         raise ValueError(f"name must be one of {', '.join(DATASET_NAMES)}, got {name!r}")
     num_classes = _NUM_CLASSES[name]

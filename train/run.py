@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import shutil
 import signal
@@ -121,7 +122,9 @@ def run(
       epoch), ``train_loss``, ``train_accuracy``, ``test_loss``, ``test_accuracy``,
       ``learning_rate`` (the epoch's mean; ``None`` for an optimizer without one),
       ``nonfinite_batches`` and ``compile_time`` (seconds this process spent compiling
-      the epoch and the evaluation); non-finite numbers as ``None``.
+      the epoch and the evaluation); non-finite numbers as ``None``. Token data (a
+      language model) adds ``test_bits_per_byte``: ``test_loss / ln 2``, and its
+      accuracies are next-token accuracies.
 
     Raises:
       Diverged, Interrupted, Aborted: see the module docstring.
@@ -197,6 +200,7 @@ def _run_locked(
     init_key, data_key = jax.random.split(jax.random.key(config.seed))
     model = models.create(config.model, dataset.num_classes)
     image_shape = tuple(dataset.train_images.shape[1:])
+    tokens = len(image_shape) == 1  # token sequences [N, T] (train.text), not images
     state = loop.create_train_state(model, tx, init_key, image_shape)
     state = sharding.replicate(state, mesh)
     mode, chunk_batches = _choose_mode(config, dataset, mesh, sharded, steps_per_epoch)
@@ -234,6 +238,7 @@ def _run_locked(
         "num_processes": jax.process_count(),
         "devices": [str(d) for d in mesh.devices.flat],
         "jax_version": jax.__version__,
+        "data_source": dataset.source,
     }
     sinks = None
     if workdir is not None and distributed.process_index() == 0:
@@ -345,6 +350,8 @@ def _run_locked(
                     "nonfinite_batches": int(train_metrics["nonfinite"]),
                     "compile_time": round(compile_time, 4),
                 }
+                if tokens and record["test_loss"] is not None:  # language models: bytes
+                    record["test_bits_per_byte"] = record["test_loss"] / math.log(2)
                 params_finite = record["test_loss"] is not None
                 if (record["nonfinite_batches"] and config.on_nan == "stop") or not params_finite:
                     bar.close()
