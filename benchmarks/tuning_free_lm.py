@@ -49,6 +49,7 @@ import numpy as np
 import optax
 
 import models
+import polyak_optax as po
 from benchmarks import _common as C
 from benchmarks import tuning_free as tf
 from train import loop, text
@@ -68,6 +69,14 @@ UNTUNED = (
     "adam",
 )
 TUNED = "adamw_warmup_cosine"
+#: Diagnostics of the variant (not published defaults, never peers; ``--ablations`` runs
+#: them into their own report): its ceiling at schedule-free AdamW's published learning
+#: rate, and the variant without its Polyak step (so large a confidence that the step is
+#: always the ceiling).
+ABLATIONS = {
+    f"{VARIANT}_cap2.5e-3": lambda: po.schedule_free_polyak_adam(max_learning_rate=2.5e-3),
+    f"{VARIANT}_no_polyak": lambda: po.schedule_free_polyak_adam(confidence=1e30),
+}
 SWEEP_LRS = (3e-4, 1e-3, 3e-3, 1e-2, 3e-2)
 WARMUP_FRACTION = 0.1
 FINAL_LR_FRACTION = 0.1
@@ -104,6 +113,8 @@ NOTES = {
 def build(optimizer: str, learning_rate: float | None, steps: int) -> optax.GradientTransformation:
     """An untuned optimizer at its published defaults (constant), or the tuned AdamW at
     ``learning_rate`` with warm-up and cosine decay over ``steps``."""
+    if optimizer in ABLATIONS:
+        return ABLATIONS[optimizer]()
     if optimizer != TUNED:
         return tf.OPTIMIZERS[optimizer](None)
     schedule = optax.warmup_cosine_decay_schedule(
@@ -177,7 +188,7 @@ def train_once(
     train_y = jnp.asarray(ds.train_labels[chosen].reshape(segments, per_segment, -1))
     val_x, val_y = jnp.asarray(val_x), jnp.asarray(val_y)
     mean, std = jnp.asarray(ds.mean), jnp.asarray(ds.std)
-    spec = train_optimizers.OPTIMIZERS.get(optimizer)
+    spec = train_optimizers.OPTIMIZERS.get(VARIANT if optimizer in ABLATIONS else optimizer)
     eval_params = spec.eval_params if spec is not None else None
 
     tx = build(optimizer, learning_rate, segments * budget.eval_every)
@@ -303,7 +314,7 @@ def verdict(stats: dict[tuple[str, float | None], dict[str, Any]]) -> dict[str, 
 def _step_table(rows: Sequence[dict[str, Any]]) -> list[list[str]]:
     """Per Polyak-type optimizer: mean step size, L and the uncapped variant step."""
     table = []
-    for optimizer in UNTUNED:
+    for optimizer in _untuned(rows):
         mine = [r for r in rows if r["optimizer"] == optimizer and r["curve"]]
         if not mine:
             continue
@@ -324,11 +335,16 @@ def _step_table(rows: Sequence[dict[str, Any]]) -> list[list[str]]:
                     f"{np.median([e['train_loss'] for e in points if e['train_loss']]):.3f}",
                     f"{np.median([e['probe_grad_sq_norm'] for e in points]):.3g}",
                     f"{min(ratio):.3g} .. {max(ratio):.3g}"
-                    if optimizer == VARIANT and ratio
+                    if optimizer.startswith(VARIANT) and ratio
                     else "-",
                 ]
             )
     return table
+
+
+def _untuned(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """The untuned optimizers (and ablations) present in ``rows``, in their order."""
+    return list(dict.fromkeys(r["optimizer"] for r in rows if r["optimizer"] != TUNED))
 
 
 def markdown(head: dict[str, Any], rows: Sequence[dict[str, Any]]) -> str:
@@ -337,7 +353,10 @@ def markdown(head: dict[str, Any], rows: Sequence[dict[str, Any]]) -> str:
     lr = tuned_choice(stats)
     seeds = sorted({r["seed"] for r in rows})
     corpus = head["corpus"]
-    parts = [C.header_markdown(head, "Tuning-free head-to-head: a byte-level transformer LM"), ""]
+    title = "Tuning-free head-to-head: a byte-level transformer LM"
+    if head["benchmark"].endswith("_ablations"):
+        title += ": ablations of the variant (not published defaults, never peers)"
+    parts = [C.header_markdown(head, title), ""]
     parts.append(
         f"Corpus: {corpus['files']} `*.py` files of the Python {corpus['python']} standard "
         f"library ({corpus['size']:,} bytes, SHA-256 `{corpus['sha256']}`; "
@@ -380,7 +399,7 @@ def markdown(head: dict[str, Any], rows: Sequence[dict[str, Any]]) -> str:
             )
         )
     table = []
-    keys = [(o, None) for o in UNTUNED if (o, None) in stats]
+    keys = [(o, None) for o in _untuned(rows)]
     if lr is not None:
         keys.append((TUNED, lr))
     best = min(stats[k]["mean"] for k in keys) if keys else None
@@ -444,7 +463,7 @@ def markdown(head: dict[str, Any], rows: Sequence[dict[str, Any]]) -> str:
     return "\n".join(parts) + "\n"
 
 
-def plot(out_dir: Path, rows: Sequence[dict[str, Any]]) -> Path:
+def plot(out_dir: Path, rows: Sequence[dict[str, Any]], benchmark: str = BENCHMARK) -> Path:
     """Mean validation bits per byte against steps, one line per optimizer (the tuned
     baseline at its chosen learning rate, the other swept rates dashed)."""
     plt = C.pyplot()
@@ -452,7 +471,7 @@ def plot(out_dir: Path, rows: Sequence[dict[str, Any]]) -> Path:
     chosen = tuned_choice(stats)
     fig, ax = plt.subplots(figsize=(8, 5))
     colors = plt.get_cmap("tab10")
-    lines = [(o, None) for o in UNTUNED] + sorted(k for k in stats if k[0] == TUNED)
+    lines = [(o, None) for o in _untuned(rows)] + sorted(k for k in stats if k[0] == TUNED)
     for i, (optimizer, lr) in enumerate(lines):
         curves = [
             r["curve"]
@@ -483,13 +502,21 @@ def plot(out_dir: Path, rows: Sequence[dict[str, Any]]) -> Path:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, ncol=2)
     ax.set_title("byte-level GPT on the Python standard library")
-    return C.save_figure(fig, C.png_path(out_dir, BENCHMARK))
+    return C.save_figure(fig, C.png_path(out_dir, benchmark))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the head-to-head and the tuned baseline's sweep; writes the results; 0."""
     parser = C.base_parser(__doc__.splitlines()[0])
-    parser.add_argument("--optimizers", nargs="+", choices=(*UNTUNED, TUNED), default=None)
+    parser.add_argument(
+        "--optimizers", nargs="+", choices=(*UNTUNED, TUNED, *ABLATIONS), default=None
+    )
+    parser.add_argument(
+        "--ablations",
+        action="store_true",
+        help="run the variant's ablations (default: all of ABLATIONS; never peers) into "
+        f"{BENCHMARK}_ablations-<device>.md/.json/.png",
+    )
     parser.add_argument(
         "--sweep-lrs", nargs="+", type=float, default=None, help=f"default {SWEEP_LRS}"
     )
@@ -507,7 +534,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if any(lr <= 0 or not math.isfinite(lr) for lr in args.sweep_lrs or ()):
         parser.error(f"--sweep-lrs must be positive numbers, got {args.sweep_lrs}")
     tf._use_compile_cache(args.compile_cache)
-    optimizers = args.optimizers or [*UNTUNED, TUNED]
+    optimizers = args.optimizers or list(ABLATIONS if args.ablations else (*UNTUNED, TUNED))
+    benchmark = BENCHMARK + ("_ablations" if args.ablations else "")
     sweep = tuple(args.sweep_lrs or SWEEP_LRS)
     seeds = range(args.seeds or (1 if grid == "smoke" else 3))
     ds, val_x, val_y, corpus = corpus_windows(budget)
@@ -520,7 +548,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "final_lr_fraction": FINAL_LR_FRACTION,
         "params": models.param_count(budget.model, (budget.context,), text.VOCAB),
     }
-    head = {**C.header(BENCHMARK, grid, note, settings), "corpus": corpus}
+    head = {**C.header(BENCHMARK, grid, note, settings), "corpus": corpus, "benchmark": benchmark}
     problem = f"{budget.model}_python_stdlib"
     runs = [(o, None) for o in optimizers if o != TUNED]
     if TUNED in optimizers:
@@ -552,8 +580,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             row["chosen"] = row["learning_rate"] == lr
     payload = {**head, "variant": VARIANT, "verdict": verdict(stats), "rows": rows}
     report = markdown(head, rows)
-    C.write_results(args.out_dir, BENCHMARK, payload, report)
-    plot(args.out_dir, rows)
+    C.write_results(args.out_dir, benchmark, payload, report)
+    plot(args.out_dir, rows, benchmark)
     print(report)
     return 0
 

@@ -6,6 +6,8 @@ import json
 import math
 from pathlib import Path
 
+import pytest
+
 from benchmarks import _common
 from benchmarks import tuning_free_lm as lm
 from train import text
@@ -51,3 +53,20 @@ def test_build_gives_the_swept_adamw_its_schedule():
     state = tx.init(params)
     updates, _ = tx.update({"w": jnp.ones((2, 2)), "b": jnp.ones(2)}, state, params)
     assert float(jnp.abs(updates["w"]).max()) == 0.0  # warm-up starts at 0
+
+
+def test_the_ablations_are_the_variant_with_one_setting_changed():
+    import jax.numpy as jnp
+
+    params = {"w": jnp.ones(3)}
+    for name in lm.ABLATIONS:
+        tx = lm.build(name, None, steps=10)
+        state = tx.init(params)
+        updates, state = tx.update({"w": jnp.ones(3)}, state, params, value=jnp.asarray(1.0))
+        assert float(jnp.abs(updates["w"]).max()) > 0
+    capped = lm.build(f"{lm.VARIANT}_cap2.5e-3", None, steps=10)
+    state = capped.init(params)
+    _, state = capped.update({"w": jnp.ones(3)}, state, params, value=jnp.asarray(100.0))
+    from train.optimizers import learning_rate_of
+
+    assert float(learning_rate_of(state)) == pytest.approx(2.5e-3)  # a large loss: the cap
