@@ -470,7 +470,8 @@ def plot(out_dir: Path, rows: Sequence[dict[str, Any]], benchmark: str = BENCHMA
     stats = summarize(rows)
     chosen = tuned_choice(stats)
     fig, ax = plt.subplots(figsize=(8, 5))
-    colors = plt.get_cmap("tab10")
+    palette = plt.get_cmap("tab10")
+    colors = [palette(i) for i in range(10) if i != 3]  # red is the tuned baseline's
     lines = [(o, None) for o in _untuned(rows)] + sorted(k for k in stats if k[0] == TUNED)
     for i, (optimizer, lr) in enumerate(lines):
         curves = [
@@ -492,7 +493,7 @@ def plot(out_dir: Path, rows: Sequence[dict[str, Any]], benchmark: str = BENCHMA
                      "ls": "-" if lr == chosen else ":", "label": f"{TUNED} lr {lr:g}"
                      + (" (tuned)" if lr == chosen else "")}  # fmt: skip
         else:
-            style = {"lw": 1.2, "color": colors(i % 10), "label": optimizer}
+            style = {"lw": 1.2, "color": colors[i % len(colors)], "label": optimizer}
         ax.plot(steps, values, marker="o", ms=2, **style)
     ax.set_xlabel("optimizer steps")
     ax.set_ylabel("validation bits per byte (mean over seeds)")
