@@ -310,7 +310,7 @@ def test_one_trace_and_one_reduction_per_leaf(name):
     sums = [e for e in reductions if e.primitive.name == "reduce_sum"]
     assert len(sums) == len(jax.tree.leaves(params))  # one per leaf
     # and one more: the per-layer factors, computed once as one vector, materialized
-    # by one reduction of scalars (layerwise._computed_once) that every leaf reads.
+    # by one reduction of scalars (_layers.computed_once) that every leaf reads.
     others = [e for e in reductions if e.primitive.name != "reduce_sum"]
     assert len(others) == 1 and {v.aval.shape for v in others[0].invars} == {(2,), ()}
     assert not any(e.primitive.name in ("while", "scan", "cond") for e in jaxpr.jaxpr.eqns)

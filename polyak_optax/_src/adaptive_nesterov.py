@@ -5,6 +5,7 @@ Thesis Algorithm 5 (equations 3.3.4-3.3.5) as an ``optax.GradientTransformationE
 
 from __future__ import annotations
 
+import functools
 from typing import Any, NamedTuple
 
 import jax
@@ -12,14 +13,20 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from polyak_optax._src.layerwise import (
+from polyak_optax._src._layers import (
     LayersFn,
-    _check_layers,
-    _computed_once,
-    _layer_ids,
-    _log_norm_factor,
-    _per_layer,
-    _sum_of_squares,
+    check_layers,
+    computed_once,
+    layer_ids,
+    log_norm_factor,
+    per_layer,
+    sum_of_squares,
+)
+from polyak_optax._src._polyak import (
+    at,
+    concrete,
+    loss_scalar,
+    polyak_step_size,
 )
 
 __all__ = ("AdaptiveNesterovState", "adaptive_nesterov", "scale_by_adaptive_nesterov")
@@ -173,32 +180,19 @@ def scale_by_adaptive_nesterov(
       Loizou et al., `Stochastic Polyak step-size for SGD: an adaptive learning rate
       for fast convergence <https://arxiv.org/abs/2002.10542>`_, 2021.
     """
-    _check_momentum(momentum)
-    _check_number_or_schedule("confidence", confidence, positive=True)
-    _check_number_or_schedule("f_min", f_min, positive=False)
-    lr_lo = _check_bound("min_learning_rate", min_learning_rate, schedule_ok=False)
-    lr_hi = _check_bound("max_learning_rate", max_learning_rate, schedule_ok=True)
-    sq_lo = _check_bound("min_grad_sq_norm", min_grad_sq_norm, schedule_ok=False)
-    sq_hi = _check_bound("max_grad_sq_norm", max_grad_sq_norm, schedule_ok=False)
-    _check_order("min_learning_rate", lr_lo, "max_learning_rate", lr_hi)
-    _check_order("min_grad_sq_norm", sq_lo, "max_grad_sq_norm", sq_hi)
-    store_grad = _check_flag("store_grad", store_grad)
-    layerwise = _check_flag("layerwise", layerwise)
-    _check_layers(layers)
-    if layers is not None and not layerwise:
-        raise ValueError("layers groups the leaves for layerwise=True; set layerwise=True")
-
-    def init_fn(params: optax.Params) -> AdaptiveNesterovState:
-        if layerwise:
-            _layer_ids(_paths(params), layers)
-        dtype = _scalar_dtype(params)
-        return AdaptiveNesterovState(
-            count=jnp.zeros([], jnp.int32),
-            velocity=optax.tree.zeros_like(params),
-            learning_rate=jnp.zeros([], dtype),
-            value=jnp.full([], jnp.inf, dtype),
-            grad=optax.tree.zeros_like(params) if store_grad else None,
-        )
+    hyper = _Hyperparameters(
+        momentum,
+        confidence,
+        f_min,
+        min_learning_rate,
+        max_learning_rate,
+        min_grad_sq_norm,
+        max_grad_sq_norm,
+    )
+    store_grad, layerwise = _check_hyperparameters(hyper, store_grad, layerwise, layers)
+    init_fn = functools.partial(
+        _init_state, store_grad=store_grad, layerwise=layerwise, layers=layers
+    )
 
     def update_fn(
         updates: optax.Updates,
@@ -209,81 +203,26 @@ def scale_by_adaptive_nesterov(
         **extra_args: Any,
     ) -> tuple[optax.Updates, AdaptiveNesterovState]:
         del params, extra_args
-        if value is None:
-            raise ValueError(
-                "value: adaptive Nesterov needs the loss at params, "
-                "call update(grads, state, params, value=loss)"
-            )
-        value = jnp.asarray(value)
-        if value.size != 1:
-            raise ValueError(f"value must be the scalar loss, got shape {value.shape}")
         compute = jnp.promote_types(state.learning_rate.dtype, jnp.float32)
-        value = value.reshape(()).astype(compute)
-        count = state.count
+        loss = loss_scalar(value, compute)
         with_paths, treedef = jax.tree_util.tree_flatten_with_path(updates)
         grads = [g for _, g in with_paths]
-
-        # sum |g|^2 over the tree. A NaN or inf entry makes it non-finite, so the same
-        # number decides the skip: one decision per step, no per-leaf isfinite. One
-        # reduction per leaf, not one over the leaves' concatenation: XLA:CPU's fused
-        # concatenation of the leaves (masked vector loads and stores) ran at a few
-        # hundred cycles a vector in some buffer placements, 17 ms of LeNet-5's 27 ms step
-        # (2 CPU cores, 2026-12-01), and the main job's epoch went from 13 s to 4 s
-        # without it.
-        leaf_sq = [_sum_of_squares(g).astype(compute) for g in grads]
-        grad_sq = jnp.sum(jnp.stack(leaf_sq)) if leaf_sq else jnp.zeros([], compute)
-        # The skip flag goes through a sqrt (finite exactly where its argument is): XLA
-        # fuses cheap scalar chains into every consumer, and the sum over all leaves in
-        # each leaf's update made the HLO quadratic (5x Nesterov's compile time on
-        # ResNet-34); an expensive op is computed once and its result shared.
-        finite = jnp.isfinite(value) & jnp.isfinite(jnp.sqrt(grad_sq))
-
-        gamma = jnp.asarray(_at(confidence, count), compute)
-        gap = jnp.abs(value - jnp.asarray(_at(f_min, count), compute))
-        # gap / 0 is inf (clipped to eta_max below, or 0 without one); a zero gap gives 0.
-        # Everything that reads grad_sq ends in this division or the sqrt above.
-        ratio = gamma * gap / _clip(grad_sq, min_grad_sq_norm, max_grad_sq_norm)
-        ratio = jnp.where(gap == 0, 0, ratio)
-        eta = _clip(ratio, min_learning_rate, _at(max_learning_rate, count))
-        eta = jnp.where(finite & jnp.isfinite(eta), eta, 0).astype(compute)
-        alpha = jnp.asarray(_at(momentum, count), compute)
-        # A skipped step keeps the velocity (alpha 1, eta 0) and emits zero.
-        keep = jnp.where(finite, alpha, 1)
-        carry = jnp.where(finite, alpha, 0)
-        # The step's scalars, computed once (see _computed_once): otherwise XLA copies
-        # the whole scalar chain (isfinite, clip, select) into every leaf's fusion.
-        finite, eta, keep, carry = _computed_once(finite, eta, keep, carry)
-
+        leaf_sq, grad_sq = _sq_norm(grads, compute)
+        finite, eta, keep, carry = _step_scalars(loss, grad_sq, state.count, hyper)
         if layerwise:
-            ids = _layer_ids([path for path, _ in with_paths], layers)
-            layer_sq: dict[int, jax.Array] = {}
-            for layer, sq in zip(ids, leaf_sq, strict=True):
-                layer_sq[layer] = sq if layer not in layer_sq else layer_sq[layer] + sq
-            # eta f_l, from the raw gradient; 0 on a skipped step (f_l may be NaN there).
-            scaled = _per_layer(lambda s: jnp.where(finite, eta * _log_norm_factor(s), 0), layer_sq)
-            etas = [scaled[layer] for layer in ids]
+            paths = [path for path, _ in with_paths]
+            etas = _layer_etas(finite, eta, leaf_sq, layer_ids(paths, layers))
         else:
             etas = [eta] * len(grads)
-
-        steps, velocities = [], []
-        for g, v, e in zip(grads, treedef.flatten_up_to(state.velocity), etas, strict=True):
-            dtype = jnp.promote_types(jnp.result_type(g, v), compute)
-            g_in = jnp.where(finite, g, 0).astype(dtype)
-            v_new = keep * v.astype(dtype) + e * g_in
-            velocities.append(v_new.astype(v.dtype))
-            # theta'_k - theta'_{k+1} = eta_k g_k + alpha v_k; zero for a skipped step.
-            steps.append((e * g_in + carry * v_new).astype(g.dtype))
-
-        new_state = AdaptiveNesterovState(
-            count=jnp.where(finite, optax.safe_increment(count), count),
-            velocity=treedef.unflatten(velocities),
+        steps, velocity = _nesterov(treedef, grads, state.velocity, etas, (finite, keep, carry))
+        new_state = state._replace(
+            count=jnp.where(finite, optax.safe_increment(state.count), state.count),
+            velocity=velocity,
             learning_rate=jnp.where(finite, eta, state.learning_rate).astype(
                 state.learning_rate.dtype
             ),
-            value=jnp.full([], jnp.inf, state.value.dtype),
-            grad=state.grad,
         )
-        return treedef.unflatten(steps), new_state
+        return steps, new_state
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
@@ -393,18 +332,146 @@ def adaptive_nesterov(
     )
 
 
-def _at(value: Any, count: jax.Array) -> Any:
-    """The value of a hyperparameter that may be a schedule of the count."""
-    return value(count) if callable(value) else value
+class _Hyperparameters(NamedTuple):
+    """The arguments of :func:`scale_by_adaptive_nesterov` that set the step's scalars."""
+
+    momentum: optax.ScalarOrSchedule
+    confidence: optax.ScalarOrSchedule
+    f_min: optax.ScalarOrSchedule
+    min_learning_rate: jax.typing.ArrayLike | None
+    max_learning_rate: optax.ScalarOrSchedule | None
+    min_grad_sq_norm: jax.typing.ArrayLike | None
+    max_grad_sq_norm: jax.typing.ArrayLike | None
 
 
-def _clip(x: jax.Array, lo: Any, hi: Any) -> jax.Array:
-    """Clips ``x`` to ``[lo, hi]``; a ``None`` bound does not clip that side."""
-    if lo is not None:
-        x = jnp.maximum(x, jnp.asarray(lo, x.dtype))
-    if hi is not None:
-        x = jnp.minimum(x, jnp.asarray(hi, x.dtype))
-    return x
+def _step_scalars(
+    loss: jax.Array, grad_sq: jax.Array, count: jax.Array, hyper: _Hyperparameters
+) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+    """``(finite, eta, keep, carry)`` of one step, each computed once.
+
+    ``finite``: the loss and ``grad_sq`` are finite; ``eta``: the Polyak step size of
+    Algorithm 5; ``keep`` and ``carry``: the momentum where the velocity is kept and
+    where it enters the step (1 and 0 for a skipped step).
+    """
+    # The skip flag goes through a sqrt (finite exactly where its argument is): XLA
+    # fuses cheap scalar chains into every consumer, which would put the sum over all
+    # leaves into each leaf's update (an HLO quadratic in the number of leaves); an
+    # expensive op is computed once and its result shared.
+    finite = jnp.isfinite(loss) & jnp.isfinite(jnp.sqrt(grad_sq))
+    eta = polyak_step_size(
+        loss,
+        grad_sq,
+        confidence=at(hyper.confidence, count),
+        f_min=at(hyper.f_min, count),
+        absolute_gap=True,
+        min_sq_norm=hyper.min_grad_sq_norm,
+        max_sq_norm=hyper.max_grad_sq_norm,
+        min_step=hyper.min_learning_rate,
+        max_step=at(hyper.max_learning_rate, count),
+    )
+    alpha = jnp.asarray(at(hyper.momentum, count), loss.dtype)
+    # A skipped step keeps the velocity (alpha 1, g 0) and emits zero. The skip is in
+    # the multiply-adds, not a select on their results as skip_unless_finite does: a
+    # select on the velocity changes which product XLA:CPU fuses into a multiply-add,
+    # and with it the float32 numbers of every step.
+    keep = jnp.where(finite, alpha, 1)
+    carry = jnp.where(finite, alpha, 0)
+    # Computed once (see computed_once): otherwise XLA copies the whole scalar chain
+    # (isfinite, clip, select) into every leaf's fusion.
+    return computed_once(finite, eta, keep, carry)
+
+
+def _sq_norm(grads: list[jax.Array], compute: Any) -> tuple[list[jax.Array], jax.Array]:
+    """Each leaf's sum of |g|^2 and their total, in ``compute`` (float32 at least).
+
+    A NaN or inf entry makes the total non-finite, so the same number decides the skip:
+    one decision per step, no per-leaf ``isfinite``. One reduction per leaf, not one over
+    the leaves' concatenation: XLA:CPU's fused concatenation of the leaves (masked vector
+    loads and stores) is slow in some buffer placements.
+    """
+    leaf_sq = [sum_of_squares(g).astype(compute) for g in grads]
+    total = jnp.sum(jnp.stack(leaf_sq)) if leaf_sq else jnp.zeros([], compute)
+    return leaf_sq, total
+
+
+def _layer_etas(
+    finite: jax.Array, eta: jax.Array, leaf_sq: list[jax.Array], ids: list[int]
+) -> list[jax.Array]:
+    """:math:`\\eta f_l` of every leaf, its layer's factor from the raw gradient; 0 for a
+    skipped step (where :math:`f_l` may be NaN)."""
+    layer_sq: dict[int, jax.Array] = {}
+    for layer, sq in zip(ids, leaf_sq, strict=True):
+        layer_sq[layer] = sq if layer not in layer_sq else layer_sq[layer] + sq
+    scaled = per_layer(lambda s: jnp.where(finite, eta * log_norm_factor(s), 0), layer_sq)
+    return [scaled[layer] for layer in ids]
+
+
+def _nesterov(
+    treedef: jax.tree_util.PyTreeDef,
+    grads: list[jax.Array],
+    velocity: optax.Updates,
+    etas: list[jax.Array],
+    scalars: tuple[jax.Array, jax.Array, jax.Array],
+) -> tuple[optax.Updates, optax.Updates]:
+    """``(eta g + carry v_new, v_new)`` with ``v_new = keep v + eta g``, leaf by leaf.
+
+    ``scalars`` are ``(finite, keep, carry)``: the momentum twice for a finite step; 1
+    and 0 (with ``g`` read as 0) for a skipped one. Each leaf is computed in its dtype
+    promoted to the scalars' (float32 at least); the step keeps the gradient's dtype and
+    the velocity the velocity's.
+
+    This is ``optax.trace(alpha, nesterov=True)`` over the updates ``eta g`` for a
+    finite step, but that transform has one decay for both products, so it cannot fold
+    the skip in, and a select after it changes XLA:CPU's multiply-add fusion (above).
+    """
+    finite, keep, carry = scalars
+    steps, velocities = [], []
+    for g, v, e in zip(grads, treedef.flatten_up_to(velocity), etas, strict=True):
+        dtype = jnp.promote_types(jnp.result_type(g, v), keep.dtype)
+        g_in = jnp.where(finite, g, 0).astype(dtype)
+        v_new = keep * v.astype(dtype) + e * g_in
+        velocities.append(v_new.astype(v.dtype))
+        # theta'_k - theta'_{k+1} = eta_k g_k + alpha v_k; zero for a skipped step.
+        steps.append((e * g_in + carry * v_new).astype(g.dtype))
+    return treedef.unflatten(steps), treedef.unflatten(velocities)
+
+
+def _check_hyperparameters(
+    hyper: _Hyperparameters, store_grad: Any, layerwise: Any, layers: LayersFn | None
+) -> tuple[bool, bool]:
+    """Validates the transform's arguments; returns ``(store_grad, layerwise)`` as bools."""
+    _check_momentum(hyper.momentum)
+    _check_number_or_schedule("confidence", hyper.confidence, positive=True)
+    _check_number_or_schedule("f_min", hyper.f_min, positive=False)
+    lr_lo = _check_bound("min_learning_rate", hyper.min_learning_rate, schedule_ok=False)
+    lr_hi = _check_bound("max_learning_rate", hyper.max_learning_rate, schedule_ok=True)
+    sq_lo = _check_bound("min_grad_sq_norm", hyper.min_grad_sq_norm, schedule_ok=False)
+    sq_hi = _check_bound("max_grad_sq_norm", hyper.max_grad_sq_norm, schedule_ok=False)
+    _check_order("min_learning_rate", lr_lo, "max_learning_rate", lr_hi)
+    _check_order("min_grad_sq_norm", sq_lo, "max_grad_sq_norm", sq_hi)
+    store_grad = _check_flag("store_grad", store_grad)
+    layerwise = _check_flag("layerwise", layerwise)
+    check_layers(layers)
+    if layers is not None and not layerwise:
+        raise ValueError("layers groups the leaves for layerwise=True; set layerwise=True")
+    return store_grad, layerwise
+
+
+def _init_state(
+    params: optax.Params, *, store_grad: bool, layerwise: bool, layers: LayersFn | None
+) -> AdaptiveNesterovState:
+    """The first state: zero velocity; with ``layerwise``, ``layers`` is tried on the
+    params' key paths first, so a bad grouping fails at init."""
+    if layerwise:
+        layer_ids(_paths(params), layers)
+    dtype = _scalar_dtype(params)
+    return AdaptiveNesterovState(
+        count=jnp.zeros([], jnp.int32),
+        velocity=optax.tree.zeros_like(params),
+        learning_rate=jnp.zeros([], dtype),
+        value=jnp.full([], jnp.inf, dtype),
+        grad=optax.tree.zeros_like(params) if store_grad else None,
+    )
 
 
 def _scalar_dtype(params: optax.Params) -> jnp.dtype:
@@ -420,26 +487,12 @@ def _scalar_dtype(params: optax.Params) -> jnp.dtype:
     return jnp.dtype(dtype)
 
 
-def _concrete(name: str, value: Any) -> float | None:
-    """``float(value)`` for a concrete real scalar; ``None`` for a traced one."""
-    try:
-        array = np.asarray(value)
-    except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
-        return None  # injected by optax.inject_hyperparams under jit: checked by no one
-    except TypeError as e:
-        raise ValueError(f"{name} must be a real number, got {value!r}") from e
-    real = jnp.issubdtype(array.dtype, jnp.floating) or jnp.issubdtype(array.dtype, jnp.integer)
-    if array.shape != () or not real:
-        raise ValueError(f"{name} must be a real scalar number, got {value!r}")
-    return float(array)
-
-
 def _check_momentum(momentum: Any) -> None:
     if momentum is None:
         raise ValueError("momentum must be a number in [0, 1) or a schedule, got None")
     if callable(momentum):
         return
-    number = _concrete("momentum", momentum)
+    number = concrete("momentum", momentum)
     if number is not None and not 0.0 <= number < 1.0:
         raise ValueError(f"momentum must be in [0, 1), got {number}")
 
@@ -468,7 +521,7 @@ def _check_number_or_schedule(name: str, value: Any, *, positive: bool) -> None:
         raise ValueError(f"{name} must be a number or a schedule, got None")
     if callable(value):
         return
-    number = _concrete(name, value)
+    number = concrete(name, value)
     if number is None:
         return
     if not np.isfinite(number):
@@ -485,7 +538,7 @@ def _check_bound(name: str, value: Any, *, schedule_ok: bool) -> float | None:
         if schedule_ok:
             return None
         raise ValueError(f"{name} must be a non-negative number or None, not a schedule")
-    number = _concrete(name, value)
+    number = concrete(name, value)
     if number is None:
         return None
     if np.isnan(number) or number < 0:

@@ -24,11 +24,20 @@ References:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
 import optax
+
+from polyak_optax._src._layers import (
+    LayersFn,
+    check_layers,
+    layer_ids,
+    log_norm_factor,
+    per_layer,
+    sum_of_squares,
+)
 
 __all__ = [
     "layers_by_module",
@@ -36,8 +45,6 @@ __all__ = [
     "layerwise_log_norm_factors",
     "scale_by_layerwise_log_norm",
 ]
-
-LayersFn = Callable[[jax.tree_util.KeyPath], Hashable]
 
 
 def layers_by_module(path: jax.tree_util.KeyPath) -> str:
@@ -68,109 +75,24 @@ def layers_by_module(path: jax.tree_util.KeyPath) -> str:
     return jax.tree_util.keystr(keys[:-1])
 
 
-def _check_layers(layers: LayersFn | None) -> None:
-    if layers is not None and not callable(layers):
-        raise ValueError(
-            "layers must be None (one layer per leaf) or a callable from a leaf's key path "
-            f"to a hashable group key, got {layers!r}"
-        )
-
-
-def _layer_ids(paths: Sequence[jax.tree_util.KeyPath], layers: LayersFn | None) -> list[int]:
-    """Layer index of every leaf, layers numbered in order of first appearance."""
-    if layers is None:
-        return list(range(len(paths)))
-    index: dict[Hashable, int] = {}
-    ids = []
-    for path in paths:
-        key = layers(path)
-        try:
-            ids.append(index.setdefault(key, len(index)))
-        except TypeError as err:
-            raise ValueError(
-                f"layers must return a hashable group key, got {type(key).__name__} "
-                f"for the leaf at {jax.tree_util.keystr(path)!r}"
-            ) from err
-    return ids
-
-
-def _sum_of_squares(x: jax.Array) -> jax.Array:
-    """Sum of |x|^2, accumulated in float32 (float64 for float64 input)."""
-    x = jnp.asarray(x)
-    dtype = jnp.promote_types(x.dtype, jnp.float32)
-    x = x.astype(dtype)
-    if jnp.issubdtype(dtype, jnp.complexfloating):
-        return jnp.sum(jnp.square(x.real) + jnp.square(x.imag))
-    return jnp.sum(jnp.square(x))
-
-
-def _computed_once(*scalars: jax.Array) -> tuple[jax.Array, ...]:
-    """The per-step ``scalars`` (bool or numeric), materialized once, not recomputed.
-
-    XLA copies a chain of cheap scalar ops into every fusion that reads it: one copy per
-    leaf of the parameter tree, which multiplies the instructions to compile (the skip
-    test and the eta clip of adaptive Nesterov were 90 ``is-finite`` ops on AlexNet).
-    ``lax.optimization_barrier`` does not stop it (CPU and GPU expand it before
-    fusion), but a reduction is never fused into its consumers: one variadic reduction
-    of each scalar with a zero (``False``) ends the chains in one fusion, and every leaf
-    reads its results. Exact: ``x + 0 == x`` (NaN stays NaN), ``b | False == b``.
-    """
-    operands = [jnp.stack([x, jnp.zeros_like(x)]) for x in scalars]
-    inits = [jnp.zeros([], x.dtype) for x in scalars]
-
-    def combine(a: Sequence[jax.Array], b: Sequence[jax.Array]) -> tuple[jax.Array, ...]:
-        return tuple(x | y if x.dtype == jnp.bool_ else x + y for x, y in zip(a, b, strict=True))
-
-    return tuple(jax.lax.reduce(operands, inits, combine, (0,)))
-
-
-def _log_norm_factor(sum_of_squares: jax.Array) -> jax.Array:
-    """1 + log(1 + 1/||g||); 1 where ||g|| = 0 (the layer's update passes unchanged)."""
-    norm = jnp.sqrt(sum_of_squares)
-    is_zero = norm == 0
-    safe_norm = jnp.where(is_zero, jnp.ones_like(norm), norm)
-    return jnp.where(is_zero, jnp.ones_like(norm), 1 + jnp.log1p(1 / safe_norm))
-
-
 def _leaf_factors(
     updates: optax.Updates, layers: LayersFn | None
 ) -> tuple[jax.tree_util.PyTreeDef, list[jax.Array]]:
     """The treedef of ``updates`` and one scalar factor per leaf (its layer's factor).
 
     One reduction per leaf; leaves of one layer add their sums of squares, and the
-    factor math runs once, on the vector of all layers' sums (:func:`_per_layer`). The
+    factor math runs once, on the vector of all layers' sums (:func:`per_layer`). The
     Python loops run while tracing only.
     """
     with_paths, treedef = jax.tree_util.tree_flatten_with_path(updates)
     paths = [path for path, _ in with_paths]
-    ids = _layer_ids(paths, layers)
+    ids = layer_ids(paths, layers)
     sums: dict[int, jax.Array] = {}
     for layer, (_, leaf) in zip(ids, with_paths, strict=True):
-        sq = _sum_of_squares(leaf)
+        sq = sum_of_squares(leaf)
         sums[layer] = sq if layer not in sums else sums[layer] + sq
-    factors = _per_layer(_log_norm_factor, sums)
+    factors = per_layer(log_norm_factor, sums)
     return treedef, [factors[layer] for layer in ids]
-
-
-def _per_layer(
-    fn: Callable[[jax.Array], jax.Array], scalars: dict[Hashable, jax.Array]
-) -> dict[Hashable, jax.Array]:
-    """``fn`` (elementwise) of every layer's scalar, as one vector op per dtype.
-
-    Scalar chains per layer made one small kernel per layer (a divide or log is never
-    copied into its consumers); a vector of all layers takes one, and its per-layer
-    results are materialized once (:func:`_computed_once`) for the leaves to read.
-    """
-    by_dtype: dict[jnp.dtype, list[Hashable]] = {}
-    for key, value in scalars.items():
-        by_dtype.setdefault(jnp.result_type(value), []).append(key)
-    keys: list[Hashable] = []
-    values: list[jax.Array] = []
-    for group in by_dtype.values():
-        vector = fn(jnp.stack([scalars[key] for key in group]))
-        keys.extend(group)
-        values.extend(vector[i] for i in range(len(group)))
-    return dict(zip(keys, _computed_once(*values), strict=True)) if values else {}
 
 
 def _scale_leaves(
@@ -205,7 +127,7 @@ def layerwise_log_norm_factors(
       >>> print(f"{float(factors['w']):.4f} {float(factors['b']):.1f}")  # 1 + log(1.2), 1
       1.1823 1.0
     """
-    _check_layers(layers)
+    check_layers(layers)
     treedef, factors = _leaf_factors(updates, layers)
     return jax.tree_util.tree_unflatten(treedef, factors)
 
@@ -265,10 +187,10 @@ def scale_by_layerwise_log_norm(
       Singh et al., `Layer-Specific Adaptive Learning Rates for Deep Networks
       <https://arxiv.org/abs/1510.04609>`_, 2015.
     """
-    _check_layers(layers)
+    check_layers(layers)
 
     def init_fn(params: optax.Params) -> optax.EmptyState:
-        _layer_ids([p for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]], layers)
+        layer_ids([p for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]], layers)
         return optax.EmptyState()
 
     def update_fn(
@@ -346,11 +268,11 @@ def layerwise(
     """
     if not (callable(getattr(inner, "init", None)) and callable(getattr(inner, "update", None))):
         raise ValueError(f"inner must be an optax.GradientTransformation, got {inner!r}")
-    _check_layers(layers)
+    check_layers(layers)
     inner = optax.with_extra_args_support(inner)
 
     def init_fn(params: optax.Params) -> optax.OptState:
-        _layer_ids([p for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]], layers)
+        layer_ids([p for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]], layers)
         return inner.init(params)
 
     def update_fn(

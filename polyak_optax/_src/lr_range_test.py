@@ -183,37 +183,15 @@ def lr_range_test(
       Smith, `Cyclical Learning Rates for Training Neural Networks
       <https://arxiv.org/abs/1506.01186>`_, 2017 (section 3.3).
     """
-    if not callable(loss_fn):
-        raise ValueError(f"loss_fn must be callable, got {loss_fn!r}")
-    if not callable(optimizer_factory):
-        raise ValueError(f"optimizer_factory must be callable, got {optimizer_factory!r}")
-    min_lr = _real("min_lr", min_lr)
-    max_lr = _real("max_lr", max_lr)
-    if not 0 < min_lr < math.inf:
-        raise ValueError(f"min_lr must be positive and finite, got {min_lr!r}")
-    if not min_lr < max_lr < math.inf:
-        raise ValueError(f"max_lr must be finite and above min_lr={min_lr!r}, got {max_lr!r}")
-    num_steps = _int_at_least("num_steps", num_steps, 2)
-    if mode not in _MODES:
-        raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
-    smoothing = _real("smoothing", smoothing)
-    if not 0 <= smoothing < 1:
-        raise ValueError(f"smoothing must be in [0, 1), got {smoothing!r}")
-    diverge_threshold = _real("diverge_threshold", diverge_threshold)
-    if not diverge_threshold >= 1:
-        raise ValueError(f"diverge_threshold must be at least 1, got {diverge_threshold!r}")
-    skip_start = num_steps // 10 if skip_start is None else skip_start
-    skip_start = _int_at_least("skip_start", skip_start, 0)
-    skip_end = _int_at_least("skip_end", skip_end, 0)
-    if stacked:
-        leaves = jax.tree.leaves(batch)
-        if not leaves or any(np.ndim(x) == 0 or np.shape(x)[0] != num_steps for x in leaves):
-            shapes = [np.shape(x) for x in leaves]
-            raise ValueError(
-                f"batch: with stacked=True every leaf needs a leading axis of num_steps="
-                f"{num_steps}, got shapes {shapes}"
-            )
-
+    min_lr, max_lr, num_steps, smoothing, diverge_threshold, skip_start, skip_end = (
+        _check_arguments(
+            loss_fn,
+            optimizer_factory,
+            (min_lr, max_lr, num_steps, mode, smoothing, diverge_threshold),
+            batch if stacked else None,
+            (skip_start, skip_end),
+        )
+    )
     if mode == "exponential":
         learning_rates = np.geomspace(min_lr, max_lr, num_steps)
     else:
@@ -242,6 +220,56 @@ def lr_range_test(
         num_recorded=int(num_recorded),
         diverged=bool(stopped),
     )
+
+
+def _check_arguments(
+    loss_fn: Any,
+    optimizer_factory: Any,
+    sweep: tuple[Any, Any, Any, Any, Any, Any],
+    stacked_batch: Any,
+    skips: tuple[Any, Any],
+) -> tuple[float, float, int, float, float, int, int]:
+    """Validates :func:`lr_range_test`'s arguments, naming the first bad one.
+
+    ``sweep`` is ``(min_lr, max_lr, num_steps, mode, smoothing, diverge_threshold)``,
+    ``stacked_batch`` the batch with ``stacked=True`` (else ``None``) and ``skips``
+    ``(skip_start, skip_end)``. Returns ``(min_lr, max_lr, num_steps, smoothing,
+    diverge_threshold, skip_start, skip_end)`` as Python numbers.
+    """
+    min_lr, max_lr, num_steps, mode, smoothing, diverge_threshold = sweep
+    skip_start, skip_end = skips
+    if not callable(loss_fn):
+        raise ValueError(f"loss_fn must be callable, got {loss_fn!r}")
+    if not callable(optimizer_factory):
+        raise ValueError(f"optimizer_factory must be callable, got {optimizer_factory!r}")
+    min_lr = _real("min_lr", min_lr)
+    max_lr = _real("max_lr", max_lr)
+    if not 0 < min_lr < math.inf:
+        raise ValueError(f"min_lr must be positive and finite, got {min_lr!r}")
+    if not min_lr < max_lr < math.inf:
+        raise ValueError(f"max_lr must be finite and above min_lr={min_lr!r}, got {max_lr!r}")
+    num_steps = _int_at_least("num_steps", num_steps, 2)
+    if mode not in _MODES:
+        raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
+    smoothing = _real("smoothing", smoothing)
+    if not 0 <= smoothing < 1:
+        raise ValueError(f"smoothing must be in [0, 1), got {smoothing!r}")
+    diverge_threshold = _real("diverge_threshold", diverge_threshold)
+    if not diverge_threshold >= 1:
+        raise ValueError(f"diverge_threshold must be at least 1, got {diverge_threshold!r}")
+    skip_start = num_steps // 10 if skip_start is None else skip_start
+    skip_start = _int_at_least("skip_start", skip_start, 0)
+    skip_end = _int_at_least("skip_end", skip_end, 0)
+    if stacked_batch is not None:
+        leaves = jax.tree.leaves(stacked_batch)
+        if not leaves or any(np.ndim(x) == 0 or np.shape(x)[0] != num_steps for x in leaves):
+            shapes = [np.shape(x) for x in leaves]
+            raise ValueError(
+                f"batch: with stacked=True every leaf needs a leading axis of num_steps="
+                f"{num_steps}, got shapes {shapes}"
+            )
+
+    return min_lr, max_lr, num_steps, smoothing, diverge_threshold, skip_start, skip_end
 
 
 def _compiled_sweep(
@@ -338,17 +366,9 @@ def _sweep(
             value_fn=lambda p: scalar_loss(p, step_batch),
         )
         new_params = optax.apply_updates(carry.params, updates)
-        average = smoothing * carry.average + (1 - smoothing) * loss
-        smoothed = average / (1 - smoothing ** (index + 1).astype(jnp.float32))
-        best = jnp.minimum(carry.best, smoothed)
-        diverged = ~jnp.isfinite(smoothed) | (smoothed > diverge_threshold * best)
-        new_carry = _Carry(
-            params=_like(new_params, carry.params),
-            opt_state=_like(new_state, carry.opt_state),
-            average=average,
-            best=best,
-            stopped=diverged,
-            num_recorded=carry.num_recorded + 1,
+        new_carry, smoothed = _record(carry, index, loss, smoothing, diverge_threshold)
+        new_carry = new_carry._replace(
+            params=_like(new_params, carry.params), opt_state=_like(new_state, carry.opt_state)
         )
         return new_carry, (loss, smoothed)
 
@@ -363,17 +383,30 @@ def _sweep(
         return jax.lax.cond(carry.stopped, skip, run, carry, index, lr, step_batch)
 
     carry = _Carry(
-        params=params,
-        opt_state=opt_state,
-        average=jnp.float32(0.0),
-        best=jnp.float32(jnp.inf),
-        stopped=jnp.bool_(False),
-        num_recorded=jnp.int32(0),
+        params, opt_state, jnp.float32(0.0), jnp.float32(jnp.inf), jnp.bool_(False), jnp.int32(0)
     )
     indices = jnp.arange(learning_rates.shape[0], dtype=jnp.int32)
     xs = (indices, learning_rates, batch if stacked else None)
     final, (losses, smoothed) = jax.lax.scan(step, carry, xs)
     return losses, smoothed, final.num_recorded, final.stopped
+
+
+def _record(
+    carry: _Carry, index: jax.Array, loss: jax.Array, smoothing: jax.Array, threshold: jax.Array
+) -> tuple[_Carry, jax.Array]:
+    """The carry after recording ``loss`` at step ``index``, and the smoothed loss.
+
+    The smoothed loss is the bias-corrected moving average; the sweep stops once it is
+    not finite or exceeds ``threshold`` times its best.
+    """
+    average = smoothing * carry.average + (1 - smoothing) * loss
+    smoothed = average / (1 - smoothing ** (index + 1).astype(jnp.float32))
+    best = jnp.minimum(carry.best, smoothed)
+    diverged = ~jnp.isfinite(smoothed) | (smoothed > threshold * best)
+    new_carry = carry._replace(
+        average=average, best=best, stopped=diverged, num_recorded=carry.num_recorded + 1
+    )
+    return new_carry, smoothed
 
 
 def _optimizer(

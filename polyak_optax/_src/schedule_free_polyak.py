@@ -1,9 +1,8 @@
 """Schedule-free Polyak: schedule-free SGD whose step is a capped Polyak step.
 
-The library's second tuning-free preset (issue 11), beside
-:func:`polyak_optax.tuning_free_nesterov`: Defazio et al.'s schedule-free averaging
-(``optax.contrib.schedule_free``) in place of Nesterov's momentum, over a Polyak step
-that needs no learning rate.
+A tuning-free preset beside :func:`polyak_optax.tuning_free_nesterov`: Defazio et al.'s
+schedule-free averaging (``optax.contrib.schedule_free``) in place of Nesterov's
+momentum, over a Polyak step that needs no learning rate.
 """
 
 from __future__ import annotations
@@ -12,10 +11,16 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
-from polyak_optax._src.adaptive_nesterov import _concrete
+from polyak_optax._src._polyak import (
+    at,
+    check_capped_polyak,
+    loss_scalar,
+    polyak_step_size,
+    skip_unless_finite,
+)
+from polyak_optax._src._schedule_free import schedule_free_over_step
 
 __all__ = ("PolyakStepState", "scale_by_polyak_step", "schedule_free_polyak")
 
@@ -31,83 +36,6 @@ class PolyakStepState(NamedTuple):
 
     count: jax.Array  # shape=(), int32
     learning_rate: jax.Array  # shape=(), float32 at least
-
-
-def capped_polyak_step(
-    loss: jax.Array, sq_norm: jax.Array, ceiling: jax.Array, confidence: float, f_min: Any
-) -> jax.Array:
-    r""":math:`\min(\lambda, \gamma\,\max(L - f^\star, 0) / \|g\|^2)`; the ceiling when g = 0.
-
-    Example:
-      >>> float(capped_polyak_step(jnp.array(5.0), jnp.array(20.0), jnp.array(1.0), 2.0, 0.0))
-      0.5
-    """
-    gap = jnp.maximum(loss - f_min, 0)
-    tau = jnp.minimum(ceiling, confidence * gap / jnp.where(sq_norm > 0, sq_norm, 1))
-    return jnp.where(sq_norm > 0, tau, ceiling)
-
-
-def polyak_step_inputs(
-    updates: optax.Updates,
-    value: jax.typing.ArrayLike | None,
-    count: jax.Array,
-    max_learning_rate: optax.ScalarOrSchedule,
-    dtype: Any,
-    sq_norm: jax.Array | None = None,
-) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
-    """``(loss, ||g||^2, both finite, ceiling)`` in ``dtype`` for one Polyak update.
-
-    ``sq_norm``, when given, replaces ``||updates||^2`` (a preconditioned step passes
-    :math:`g^\top D^{-1} g`).
-
-    Raises:
-      ValueError: when ``value`` (the loss) is missing.
-
-    Example:
-      >>> loss, sq, finite, ceiling = polyak_step_inputs(
-      ...     jnp.array([3.0, 4.0]), 5.0, jnp.array(0), lambda c: 0.5, jnp.float32)
-      >>> float(loss), float(sq), bool(finite), float(ceiling)
-      (5.0, 25.0, True, 0.5)
-    """
-    if value is None:
-        raise ValueError("value: pass the loss at params, update(..., value=loss)")
-    loss = jnp.asarray(value, dtype).reshape(())
-    if sq_norm is None:
-        sq_norm = optax.tree.norm(updates, squared=True)
-    sq = jnp.asarray(sq_norm).astype(dtype)
-    finite = jnp.isfinite(loss) & jnp.isfinite(sq)
-    rate = max_learning_rate(count) if callable(max_learning_rate) else max_learning_rate
-    return loss, sq, finite, jnp.asarray(rate, dtype)
-
-
-def check_polyak_hyperparameters(
-    max_learning_rate: optax.ScalarOrSchedule, confidence: float, f_min: float
-) -> None:
-    """A ``ValueError`` naming the first bad argument of a capped Polyak step.
-
-    A value traced by ``optax.inject_hyperparams`` under ``jit`` cannot be checked and
-    passes.
-    """
-    if not callable(max_learning_rate):
-        check_number("max_learning_rate", max_learning_rate, "positive", lambda v: v > 0)
-    check_number("confidence", confidence, "positive and finite", lambda v: 0 < v < np.inf)
-    check_number("f_min", f_min, "finite", np.isfinite)
-
-
-def check_number(name: str, value: Any, requirement: str, ok: Any) -> None:
-    """A ``ValueError`` naming ``name`` unless ``ok(float(value))``; a traced value passes.
-
-    Example:
-      >>> check_number("b1", 1.5, "in (0, 1)", lambda v: 0 < v < 1)
-      Traceback (most recent call last):
-      ...
-      ValueError: b1 must be in (0, 1), got 1.5
-    """
-    if callable(value):
-        raise ValueError(f"{name} must be a number, not a schedule, got {value!r}")
-    number = _concrete(name, value)
-    if number is not None and not ok(number):
-        raise ValueError(f"{name} must be {requirement}, got {value!r}")
 
 
 def scale_by_polyak_step(
@@ -148,7 +76,7 @@ def scale_by_polyak_step(
       >>> print(updates, state.learning_rate)  # tau = 5 / 25
       [0.6 0.8] 0.2
     """
-    check_polyak_hyperparameters(max_learning_rate, confidence, f_min)
+    check_capped_polyak(max_learning_rate, confidence, f_min)
 
     def init_fn(params: optax.Params) -> PolyakStepState:
         dtype = jnp.promote_types(optax.tree.dtype(params, "lowest"), jnp.float32)
@@ -164,15 +92,20 @@ def scale_by_polyak_step(
     ) -> tuple[optax.Updates, PolyakStepState]:
         del params, extra_args
         dtype = state.learning_rate.dtype
-        loss, sq, finite, ceiling = polyak_step_inputs(
-            updates, value, state.count, max_learning_rate, dtype
+        loss = loss_scalar(value, dtype)
+        sq = optax.tree.norm(updates, squared=True).astype(dtype)
+        tau = polyak_step_size(
+            loss,
+            sq,
+            confidence=confidence,
+            f_min=f_min,
+            absolute_gap=False,
+            max_step=at(max_learning_rate, state.count),
         )
-        tau = capped_polyak_step(loss, sq, ceiling, confidence, f_min)
-        step = jax.tree.map(lambda g: jnp.where(finite, tau * g, 0).astype(g.dtype), updates)
-        return step, PolyakStepState(
-            count=jnp.where(finite, optax.safe_increment(state.count), state.count),
-            learning_rate=jnp.where(finite, tau, state.learning_rate).astype(dtype),
-        )
+        step = jax.tree.map(lambda g: (tau * g).astype(g.dtype), updates)
+        new_state = PolyakStepState(count=optax.safe_increment(state.count), learning_rate=tau)
+        finite = jnp.isfinite(loss) & jnp.isfinite(sq)
+        return skip_unless_finite(finite, (step, new_state), (optax.tree.zeros_like(step), state))
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
@@ -254,121 +187,3 @@ def schedule_free_polyak(
     """
     base = scale_by_polyak_step(max_learning_rate, confidence, f_min)
     return schedule_free_over_step(base, max_learning_rate, b1, weight_lr_power, anneal_follow)
-
-
-def schedule_free_over_step(
-    step: optax.GradientTransformation,
-    max_learning_rate: optax.ScalarOrSchedule,
-    b1: float,
-    weight_lr_power: float,
-    anneal_follow: float | None,
-) -> optax.GradientTransformationExtraArgs:
-    """:func:`schedule_free_following` over the base descent ``-step(g)``, its weights
-    from the ceiling ``max_learning_rate`` that ``step`` reads at its own count (from 0).
-
-    Raises:
-      ValueError: for a bad ``b1``, ``weight_lr_power`` or ``anneal_follow``, naming it.
-    """
-    check_number("b1", b1, "a number in (0, 1)", lambda v: 0 < v < 1)
-    check_number("weight_lr_power", weight_lr_power, ">= 0 and finite", lambda v: 0 <= v < np.inf)
-    if anneal_follow is not None:
-        check_number(
-            "anneal_follow", anneal_follow, "positive and finite or None", lambda v: 0 < v < np.inf
-        )
-    base = optax.chain(step, optax.scale(-1.0))
-    # The state counts from 1, as optax's: the weights read the ceiling of the same step.
-    weight_rate = max_learning_rate
-    if callable(max_learning_rate):
-        weight_rate = lambda count: max_learning_rate(count - 1)
-    return schedule_free_following(base, weight_rate, b1, weight_lr_power, anneal_follow)
-
-
-def schedule_free_following(
-    base_optimizer: optax.GradientTransformation,
-    learning_rate: optax.ScalarOrSchedule,
-    b1: float = 0.9,
-    weight_lr_power: float = 2.0,
-    anneal_follow: float | None = 0.5,
-) -> optax.GradientTransformationExtraArgs:
-    r"""``optax.contrib.schedule_free`` whose average follows a decaying schedule.
-
-    The same state (``optax.contrib.ScheduleFreeState``: evaluate with
-    ``optax.contrib.schedule_free_eval_params``) and the same operations, in the same
-    order, as optax's, except the averaging weight :math:`c_{k+1} = \max(c_{k+1},
-    (1 - \lambda_k/\hat\lambda_k)^q)`, where :math:`\lambda_k` is ``learning_rate`` at
-    the step (counted from 1), :math:`\hat\lambda_k` its running maximum and
-    :math:`q` = ``anneal_follow``. Without a decay (:math:`\lambda_k =
-    \hat\lambda_k`) or with ``anneal_follow=None`` the updates are optax's, bit for bit.
-
-    Example:
-      >>> import jax.numpy as jnp, optax
-      >>> decaying = lambda count: 1.0 / count  # the second step's rate is half the first
-      >>> opt = schedule_free_following(optax.sgd(1.0), decaying, b1=0.5)
-      >>> params = jnp.zeros(1)
-      >>> state = opt.init(params)
-      >>> for grad in (-1.0, -1.0):
-      ...     updates, state = opt.update(jnp.array([grad]), state, params)
-      ...     params = params + updates
-      >>> # step 2: z = 2, c = max(1/2, (1 - 1/2) ** 0.5) = 0.71, x = 1 + 0.71 (2 - 1)
-      >>> print(jnp.round(optax.contrib.schedule_free_eval_params(state, params), 2))
-      [1.71]
-    """
-
-    def init_fn(params: optax.Params) -> optax.contrib.ScheduleFreeState:
-        dtype = optax.tree.dtype(params, "lowest")
-        return optax.contrib.ScheduleFreeState(
-            b1=jnp.asarray(b1, dtype=dtype),
-            weight_sum=jnp.zeros([], dtype=dtype),
-            step_count=jnp.ones([], dtype=jnp.int32),
-            max_lr=jnp.zeros([], dtype=dtype),
-            base_optimizer_state=base_optimizer.init(params),
-            z=jax.tree.map(lambda t: t.copy(), params),
-        )
-
-    def update_fn(
-        grads: optax.Updates,
-        state: optax.contrib.ScheduleFreeState,
-        params: optax.Params | None = None,
-        **extra_args: Any,
-    ) -> tuple[optax.Updates, optax.contrib.ScheduleFreeState]:
-        if params is None:
-            raise ValueError("params: schedule-free needs update(grads, state, params)")
-        lr = learning_rate
-        if callable(learning_rate):
-            lr = learning_rate(state.step_count)
-        lr = jnp.asarray(lr, dtype=state.max_lr.dtype)
-        max_lr = jnp.maximum(state.max_lr, lr)
-        weight = max_lr**weight_lr_power
-        total_weight = state.weight_sum + weight
-        ck = jnp.where(
-            jnp.isnan(weight) | jnp.isnan(total_weight),
-            jnp.full(weight.shape, jnp.nan),
-            jnp.nan_to_num(weight / total_weight, nan=0.0, posinf=jnp.inf),
-        )
-        if anneal_follow is not None:  # (real parts: the state is complex for complex params)
-            rate, peak = jnp.real(lr), jnp.real(max_lr)
-            decay = jnp.where(peak > 0, 1 - rate / jnp.where(peak > 0, peak, 1), 0)
-            follow = jnp.clip(decay, 0, 1) ** anneal_follow
-            ck = jnp.where(follow > jnp.real(ck), follow.astype(ck.dtype), ck)
-        base_updates, base_state = base_optimizer.update(
-            grads, state.base_optimizer_state, params, **extra_args
-        )
-        z = jax.tree.map(
-            lambda zi, ui: jnp.asarray(zi + ui).astype(jnp.asarray(zi).dtype),
-            state.z,
-            base_updates,
-        )
-        prev_x = jax.tree.map(lambda yi, zi: (yi - (1.0 - b1) * zi) / b1, params, state.z)
-        x = jax.tree.map(lambda xi, zi: (1.0 - ck) * xi + ck * zi, prev_x, z)
-        new_params = jax.tree.map(lambda xi, zi: b1 * xi + (1.0 - b1) * zi, x, z)
-        updates = jax.tree.map(lambda npi, pi: npi - pi, new_params, params)
-        return updates, optax.contrib.ScheduleFreeState(
-            b1=state.b1,
-            weight_sum=total_weight,
-            step_count=optax.safe_increment(state.step_count),
-            max_lr=max_lr,
-            base_optimizer_state=base_state,
-            z=z,
-        )
-
-    return optax.GradientTransformationExtraArgs(init_fn, update_fn)

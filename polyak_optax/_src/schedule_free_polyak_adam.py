@@ -1,6 +1,6 @@
 """Schedule-free Polyak in Adam's metric: schedule-free AdamW whose step is a Polyak step.
 
-The library's third tuning-free preset (issue 11): :func:`schedule_free_polyak` with
+A tuning-free preset: :func:`schedule_free_polyak` with
 the base step preconditioned as ``optax.contrib.schedule_free_adamw``'s, and the Polyak
 step measured in the same metric, as ``optax.contrib.momo_adam`` measures it.
 """
@@ -14,13 +14,15 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from polyak_optax._src.schedule_free_polyak import (
-    capped_polyak_step,
+from polyak_optax._src._polyak import (
+    at,
+    check_capped_polyak,
     check_number,
-    check_polyak_hyperparameters,
-    polyak_step_inputs,
-    schedule_free_over_step,
+    loss_scalar,
+    polyak_step_size,
+    skip_unless_finite,
 )
+from polyak_optax._src._schedule_free import schedule_free_over_step
 
 __all__ = ("AdamPolyakStepState", "scale_by_adam_polyak_step", "schedule_free_polyak_adam")
 
@@ -89,7 +91,7 @@ def scale_by_adam_polyak_step(
       >>> print(updates, state.learning_rate)
       [0.4 0.4] 0.4
     """
-    check_polyak_hyperparameters(max_learning_rate, confidence, f_min)
+    check_capped_polyak(max_learning_rate, confidence, f_min)
     check_number("b2", b2, "a number in [0, 1)", lambda v: 0 <= v < 1)
     check_number("eps", eps, ">= 0 and finite", lambda v: 0 <= v < np.inf)
     rms = optax.scale_by_rms(decay=b2, eps=eps, eps_in_sqrt=False, bias_correction=True)
@@ -113,22 +115,22 @@ def scale_by_adam_polyak_step(
         del extra_args
         dtype = state.learning_rate.dtype
         direction, rms_state = rms.update(updates, state.rms, params)
-        loss, sq, finite, ceiling = polyak_step_inputs(
-            updates,
-            value,
-            state.count,
-            max_learning_rate,
-            dtype,
-            sq_norm=jnp.real(optax.tree.vdot(updates, direction)),  # g^T D^-1 g
+        loss = loss_scalar(value, dtype)
+        sq = jnp.real(optax.tree.vdot(updates, direction)).astype(dtype)  # g^T D^-1 g
+        tau = polyak_step_size(
+            loss,
+            sq,
+            confidence=confidence,
+            f_min=f_min,
+            absolute_gap=False,
+            max_step=at(max_learning_rate, state.count),
         )
-        tau = capped_polyak_step(loss, sq, ceiling, confidence, f_min)
-        step = jax.tree.map(lambda d: jnp.where(finite, tau * d, 0).astype(d.dtype), direction)
-        keep = lambda new, old: jnp.where(finite, new, old).astype(old.dtype)
-        return step, AdamPolyakStepState(
-            count=jnp.where(finite, optax.safe_increment(state.count), state.count),
-            learning_rate=keep(tau, state.learning_rate),
-            rms=jax.tree.map(keep, rms_state, state.rms),
+        step = jax.tree.map(lambda d: (tau * d).astype(d.dtype), direction)
+        new_state = AdamPolyakStepState(
+            count=optax.safe_increment(state.count), learning_rate=tau, rms=rms_state
         )
+        finite = jnp.isfinite(loss) & jnp.isfinite(sq)
+        return skip_unless_finite(finite, (step, new_state), (optax.tree.zeros_like(step), state))
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 

@@ -1,6 +1,6 @@
 """Tuning-free adaptive Nesterov: a momentum-corrected Polyak step with confidence 2.
 
-The library's preset for training without tuning (issue 11);
+The library's preset for training without tuning;
 :func:`polyak_optax.adaptive_nesterov` stays thesis Algorithm 5.
 """
 
@@ -12,11 +12,13 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from polyak_optax._src.schedule_free_polyak import (
-    capped_polyak_step,
+from polyak_optax._src._polyak import (
+    at,
+    check_capped_polyak,
     check_number,
-    check_polyak_hyperparameters,
-    polyak_step_inputs,
+    loss_scalar,
+    polyak_step_size,
+    skip_unless_finite,
 )
 
 __all__ = (
@@ -68,8 +70,8 @@ def scale_by_tuning_free_nesterov(
       \theta'_{k+1} = \theta'_k - (\eta_k g_k + \alpha v_k) \\
       \hat f_{k+1} &= \max\left(\hat f'_k,\ L_k - \lambda_k s_k / \gamma\right)
 
-    Two changes to thesis Algorithm 5 (:func:`polyak_optax.adaptive_nesterov`), kept
-    because they measurably helped in ``benchmarks/tuning_free.py``:
+    Two changes to thesis Algorithm 5 (:func:`polyak_optax.adaptive_nesterov`;
+    ``benchmarks/tuning_free.py`` compares them):
 
     * **momentum correction**: the velocity sums past steps, so a constant
       :math:`\eta` moves the iterate by :math:`\eta / (1 - \alpha)` per step; the
@@ -83,10 +85,9 @@ def scale_by_tuning_free_nesterov(
     loss whose minimum is far above 0: when the ceiling clips the step, the gap
     :math:`L - \hat f` is evidently overestimated and :math:`\hat f` rises to the level
     at which the ceiling is the exact Polyak step; an estimate above a batch's loss
-    cannot be a lower bound and is halved towards :math:`f_0` (MoMo's rule). It helped
-    slightly at a constant ceiling and hurt under a warm-up schedule, where the small
-    early ceiling ratchets :math:`\hat f` up to the batch losses and the noise of the
-    per-batch loss then zeroes many steps; hence off by default.
+    cannot be a lower bound and is halved towards :math:`f_0` (MoMo's rule). Off by
+    default: under a warm-up schedule the small early ceiling ratchets :math:`\hat f` up
+    to the batch losses, and the noise of the per-batch loss then zeroes many steps.
 
     A non-finite loss or gradient skips the step: zero update, state kept.
 
@@ -133,7 +134,7 @@ def scale_by_tuning_free_nesterov(
       <https://arxiv.org/abs/1905.00313>`_, 2019.
     """
     check_number("momentum", momentum, "a number in [0, 1)", lambda v: 0 <= v < 1)
-    check_polyak_hyperparameters(max_learning_rate, confidence, f_min)
+    check_capped_polyak(max_learning_rate, confidence, f_min)
 
     def init_fn(params: optax.Params) -> TuningFreeNesterovState:
         dtype = jnp.promote_types(optax.tree.dtype(params, "lowest"), jnp.float32)
@@ -154,33 +155,36 @@ def scale_by_tuning_free_nesterov(
     ) -> tuple[optax.Updates, TuningFreeNesterovState]:
         del params, extra_args
         dtype = state.learning_rate.dtype
-        loss, sq, finite, ceiling = polyak_step_inputs(
-            updates, value, state.count, max_learning_rate, dtype
-        )
+        loss = loss_scalar(value, dtype)
+        sq = optax.tree.norm(updates, squared=True).astype(dtype)
+        ceiling = jnp.asarray(at(max_learning_rate, state.count), dtype)
         f_hat = state.f_min
         if adapt_f_min:  # an estimate above the loss is no lower bound: halve it towards f0
             f_hat = jnp.where(loss < f_hat, f_min + (loss - f_min) / 2, f_hat)
         # A zero gradient: tau is the ceiling, and the step is zero anyway.
-        tau = capped_polyak_step(loss, sq, ceiling, confidence, f_hat)
+        tau = polyak_step_size(
+            loss, sq, confidence=confidence, f_min=f_hat, absolute_gap=False, max_step=ceiling
+        )
         eta = (1 - momentum) * tau
         if adapt_f_min:  # a clipped step: raise f_hat to where the ceiling is the Polyak step
             f_hat = jnp.maximum(f_hat, loss - ceiling * sq / confidence)
-
-        def new_velocity(v: jax.Array, g: jax.Array) -> jax.Array:
-            return jnp.where(finite, momentum * v + eta * g, v).astype(v.dtype)
-
-        velocity = jax.tree.map(new_velocity, state.velocity, updates)
+        # Nesterov's momentum written out, the step from the kept velocity: XLA:CPU fuses
+        # multiply-adds, and which product it fuses depends on the operands' order and on
+        # where the skip's select sits; optax.trace(momentum, nesterov=True) followed by
+        # the skip gives other float32 roundings.
+        new_velocity = lambda v, g: (momentum * v + eta * g).astype(v.dtype)
+        new_state = TuningFreeNesterovState(
+            count=optax.safe_increment(state.count),
+            velocity=jax.tree.map(new_velocity, state.velocity, updates),
+            learning_rate=eta,
+            f_min=f_hat,
+        )
+        finite = jnp.isfinite(loss) & jnp.isfinite(sq)
+        new_state = skip_unless_finite(finite, new_state, state)
         step = jax.tree.map(
-            lambda g, v: jnp.where(finite, eta * g + momentum * v, 0).astype(g.dtype),
-            updates,
-            velocity,
+            lambda g, v: (eta * g + momentum * v).astype(g.dtype), updates, new_state.velocity
         )
-        return step, TuningFreeNesterovState(
-            count=jnp.where(finite, optax.safe_increment(state.count), state.count),
-            velocity=velocity,
-            learning_rate=jnp.where(finite, eta, state.learning_rate).astype(dtype),
-            f_min=jnp.where(finite, f_hat, state.f_min).astype(dtype),
-        )
+        return skip_unless_finite(finite, step, optax.tree.zeros_like(step)), new_state
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
