@@ -19,7 +19,7 @@ from models.resnet import ResNet
 from models.tiny import Tiny
 from models.vgg import VGG, VGG16_LAYERS
 
-__all__ = ["MODEL_NAMES", "create", "has_batch_norm", "param_count"]
+__all__ = ["MODEL_NAMES", "create", "has_batch_norm", "param_count", "takes_tokens"]
 
 # name -> (constructor taking num_classes, has batch norm)
 _REGISTRY: dict[str, tuple[Callable[..., nn.Module], bool]] = {
@@ -37,6 +37,9 @@ _REGISTRY: dict[str, tuple[Callable[..., nn.Module], bool]] = {
     "gpt": (GPT, False),
     "gpt_small": (functools.partial(GPT, num_layers=2, width=64, num_heads=4), False),
 }
+
+#: The models that take token sequences ``[B, T]`` (text) instead of images.
+_TOKEN_MODELS = frozenset({"gpt", "gpt_small"})
 
 #: The public model names (``tiny`` exists for tests only and is not listed).
 MODEL_NAMES: tuple[str, ...] = ("lenet5", "cifar_quick", "alexnet", "vgg16", "resnet34")
@@ -83,6 +86,17 @@ def create(name: str, num_classes: int) -> nn.Module:
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f"num_classes must be an int >= 1, got {num_classes!r}")
     return constructor(num_classes=num_classes)
+
+
+def takes_tokens(name: str) -> bool:
+    """Whether the named model takes token sequences ``[B, T]`` (a language model).
+
+    Example:
+      >>> takes_tokens("gpt"), takes_tokens("lenet5")
+      (True, False)
+    """
+    _lookup(name)
+    return name in _TOKEN_MODELS
 
 
 def has_batch_norm(name: str) -> bool:

@@ -91,6 +91,22 @@ def test_registry_builds_the_language_models():
     assert models.param_count("gpt", (128,), 256) > models.param_count("gpt_small", (128,), 256)
 
 
+def test_run_refuses_a_model_and_data_of_different_kinds(corpus_dir: Path):
+    images = Config(
+        model="gpt_small",
+        dataset="synthetic",
+        synthetic_shape=(8, 8, 1),
+        synthetic_size=(16, 8),
+        batch_size=8,
+        num_devices=1,
+    )
+    with pytest.raises(ValueError, match="takes token sequences, but --dataset synthetic"):
+        run(images, log=None)
+    tokens = Config(model="tiny", dataset="python_stdlib", batch_size=8, num_devices=1)
+    with pytest.raises(ValueError, match="takes images, but --dataset python_stdlib holds"):
+        run(tokens, dataset=load_dataset("python_stdlib", corpus_dir), log=None)
+
+
 def test_corpus_is_deterministic_and_its_splits_disjoint(corpus_dir: Path):
     first, second = text.corpus_info(corpus_dir), text.corpus_info(corpus_dir)
     assert first == second

@@ -201,6 +201,13 @@ def _run_locked(
     model = models.create(config.model, dataset.num_classes)
     image_shape = tuple(dataset.train_images.shape[1:])
     tokens = len(image_shape) == 1  # token sequences [N, T] (train.text), not images
+    if models.takes_tokens(config.model) != tokens:
+        kinds = {True: "token sequences", False: "images"}
+        raise ValueError(
+            f"--model {config.model} takes {kinds[not tokens]}, but --dataset "
+            f"{config.dataset} holds {kinds[tokens]}"
+            + (" (train it on --dataset python_stdlib)" if not tokens else "")
+        )
     state = loop.create_train_state(model, tx, init_key, image_shape)
     state = sharding.replicate(state, mesh)
     mode, chunk_batches = _choose_mode(config, dataset, mesh, sharded, steps_per_epoch)

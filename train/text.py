@@ -15,6 +15,11 @@ standard library differs between Python versions). Each split's files are concat
 in order and cut into non-overlapping windows of ``context`` bytes: the example is the
 window (uint8 ``[context]``, so the loop's device-resident uint8 data path carries it)
 and its labels are the next bytes (int32 ``[context]``: the same window shifted by one).
+
+An epoch of ``python -m train --dataset python_stdlib`` is one pass over every training
+window (about 81,000 of 128 bytes for Python 3.11's library); ``--train-subset N`` keeps
+a seeded random choice of N windows, so an epoch is N / ``--batch-size`` steps. The
+whole validation split is evaluated after every epoch.
 """
 
 from __future__ import annotations
