@@ -157,6 +157,7 @@ def test_loop_losses_average_over_tokens():
     assert loop.model_inputs(x, jnp.ones(1), jnp.ones(1)).dtype == jnp.int32
 
 
+@pytest.mark.slow  # trains for seconds
 def test_one_epoch_on_text_reports_bits_per_byte(corpus_dir: Path):
     ds = load_dataset("python_stdlib", corpus_dir, train_subset=64)
     config = Config(
@@ -178,6 +179,7 @@ def test_one_epoch_on_text_reports_bits_per_byte(corpus_dir: Path):
     assert 0.0 <= record["test_accuracy"] <= 1.0 and 0.0 <= record["train_accuracy"] <= 1.0
 
 
+@pytest.mark.slow  # a subprocess
 def test_cli_trains_the_gpt_on_a_corpus_directory(corpus_dir: Path, tmp_path: Path):
     workdir = tmp_path / "run"
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "JAX_DISABLE_MOST_OPTIMIZATIONS": "1"}

@@ -13,6 +13,7 @@ from benchmarks import tuning_free_lm as lm
 from train import text
 
 
+@pytest.mark.slow  # runs the benchmark end to end on the real corpus
 def test_smoke_run_writes_rows_corpus_table_and_plot(tmp_path: Path):
     args = ["--smoke", "--out-dir", str(tmp_path), "--sweep-lrs", "1e-3", "3e-3"]
     args += ["--optimizers", lm.VARIANT, "adam", lm.TUNED]
