@@ -71,11 +71,13 @@ UNTUNED = (
 TUNED = "adamw_warmup_cosine"
 #: Diagnostics of the variant (not published defaults, never peers; ``--ablations`` runs
 #: them into their own report): its ceiling at schedule-free AdamW's published learning
-#: rate, and the variant without its Polyak step (so large a confidence that the step is
-#: always the ceiling).
+#: rate, the variant without its Polyak step (so large a confidence that the step is
+#: always the ceiling), and the variant told an oracle's f* = 2 nats (about the training
+#: loss the best untuned optimizers end the CPU grid's budget at): would knowing f* help?
 ABLATIONS = {
     f"{VARIANT}_cap2.5e-3": lambda: po.schedule_free_polyak_adam(max_learning_rate=2.5e-3),
     f"{VARIANT}_no_polyak": lambda: po.schedule_free_polyak_adam(confidence=1e30),
+    f"{VARIANT}_oracle_f2.0": lambda: po.schedule_free_polyak_adam(f_min=2.0),
 }
 SWEEP_LRS = (3e-4, 1e-3, 3e-3, 1e-2, 3e-2)
 WARMUP_FRACTION = 0.1
