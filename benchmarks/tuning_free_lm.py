@@ -444,10 +444,10 @@ def markdown(head: dict[str, Any], rows: Sequence[dict[str, Any]]) -> str:
             "Per evaluation segment: the segment's mean step size (the Polyak methods' "
             "learning rate from their state), the segment's mean training loss L, and at "
             "the training iterate on one fixed training batch the squared gradient norm and, "
-            "for the variant, "
-            "its uncapped Polyak step 5 L / g^T D^-1 g (D from the state's second moment), "
-            "to set against its cap 1e-2. Ranges over the segments and seeds; medians for L "
-            "and the squared gradient norm."
+            "for the variant and its ablations, the uncapped Polyak step at f* = 0, "
+            "5 L / g^T D^-1 g (D from the state's second moment), to set against the cap "
+            "(1e-2 but where an ablation changes it). Ranges over the segments and seeds; "
+            "medians for L and the squared gradient norm."
         )
         parts.append("")
         parts.append(
@@ -457,7 +457,7 @@ def markdown(head: dict[str, Any], rows: Sequence[dict[str, Any]]) -> str:
                     "step size",
                     "median L",
                     "median sq. grad norm",
-                    "uncapped Polyak step",
+                    "uncapped Polyak step at f* = 0",
                 ],
                 steps,
             )

@@ -256,7 +256,8 @@ def _run_locked(
         sinks.restart(history)
 
     say(
-        f"{config.dataset}: {num_train} train / {derived['num_test']} test images "
+        f"{config.dataset}: {num_train} train / {derived['num_test']} test "
+        f"{'sequences' if tokens else 'images'} "
         f"{'x'.join(map(str, image_shape))}; {config.model} "
         f"({models.param_count(config.model, image_shape, dataset.num_classes):,} params); "
         f"{config.optimizer}{' (layer-wise)' if config.layerwise else ''} "
