@@ -5,8 +5,11 @@ and help come from :class:`train.config.Config`; the training is :func:`train.ru
 
 Exit status: 0 done; 1 a bad input (data, workdir, flags' combination); 2 a bad command
 line; 3 a checkpoint that cannot be saved or restored; 4 a non-finite training loss
-(``--on-nan stop``); 128 + N after signal N (130 for Ctrl-C, 143 for SIGTERM): the first
-signal finishes and saves the running epoch, a second one stops at once.
+(``--on-nan stop``); 70 an error the application did not expect (a bug): one line says
+what failed and where, and names the file that holds the traceback (``<workdir>/error.log``,
+or a temporary file while no workdir exists); ``--debug`` shows the traceback in place;
+128 + N after signal N (130 for Ctrl-C, 143 for SIGTERM): the first signal finishes and
+saves the running epoch, a second one stops at once.
 """
 
 from __future__ import annotations
@@ -16,7 +19,10 @@ import dataclasses
 import datetime
 import json
 import os
+import shlex
 import sys
+import tempfile
+import traceback
 import types
 import typing
 from collections.abc import Sequence
@@ -31,7 +37,13 @@ EXAMPLES = """examples:
   python -m train --model cifar_quick --augment --optimizer nesterov --schedule onecycle \\
       --epochs 10 --weight-decay 5e-4 --workdir runs/quick
   python -m train --resume --workdir runs/quick --epochs 20   # continue, up to 20 epochs
+
+  --debug   an unexpected error shows its traceback here (else it goes to <workdir>/error.log)
 """
+DEBUG_FLAG = "--debug"  # a flag of the command line only, not a setting of the run
+UNEXPECTED_ERROR = 70  # sysexits' EX_SOFTWARE: an internal error
+ERROR_LOG = "error.log"
+_PACKAGES = ("train", "models", "polyak_optax", "benchmarks", "tests")  # this repository
 
 
 class UsageError(Exception):
@@ -221,10 +233,17 @@ aborted = False
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: parses ``argv`` (default ``sys.argv[1:]``), trains, returns the exit code.
 
+    An exception of no expected kind ends in one line and exit status 70; the traceback
+    goes to ``<workdir>/error.log`` (:func:`_unexpected`). ``--debug`` anywhere in
+    ``argv`` lets it propagate instead, traceback and all.
+
     Example:
       >>> main(["--persistency", "0"])
       2
     """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = DEBUG_FLAG in argv
+    argv = [arg for arg in argv if arg != DEBUG_FLAG]
     try:
         config, _ = parse_args(argv)
     except UsageError as error:
@@ -235,16 +254,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as error:
         print(f"{PROG}: error: {_one_line(error)}", file=sys.stderr)
         return 1
+    except Exception as error:
+        if debug:
+            raise
+        print(f"{PROG}: {_unexpected(error, None, argv)}", file=sys.stderr, flush=True)
+        return UNEXPECTED_ERROR
 
     from train import distributed
 
-    code = _main(config)
+    code = _main(config, argv, debug)
     if distributed.active() and code != 0:
         distributed.exit_now(code)  # a peer may be dead: no shutdown barrier
     return code
 
 
-def _main(config: Config) -> int:
+def _main(config: Config, argv: Sequence[str] = (), debug: bool = False) -> int:
     global aborted
     from train import checkpoints, distributed, run
 
@@ -286,10 +310,74 @@ def _main(config: Config) -> int:
         return fail(f"error: {_one_line(error)}", 3)
     except (ValueError, OSError) as error:
         return fail(f"error: {_one_line(error)}", 1)
-    except Exception as error:  # in several processes: a collective failed with a peer
-        if not distributed.active():
+    except Exception as error:
+        if debug:
             raise
-        return fail(f"error: {type(error).__name__}: {_one_line(error)}", 1)
+        # In several processes this is most often a collective that failed with a peer.
+        code = 1 if distributed.active() else UNEXPECTED_ERROR
+        return fail(_unexpected(error, config.workdir, argv), code)
+
+
+def _unexpected(error: BaseException, workdir: str | None, argv: Sequence[str]) -> str:
+    """The one line of an unexpected error: what failed, where, and the file that now holds
+    the full traceback (``<workdir>/error.log``, or a temporary file without a workdir)."""
+    text = f"{PROG} {shlex.join(argv)}\n{datetime.datetime.now().isoformat()}\n\n" + "".join(
+        traceback.format_exception(error)
+    )
+    path = _write_traceback(text, workdir)
+    saved = f"the traceback is in {path}" if path else "the traceback could not be written"
+    message = _one_line(error)
+    if len(message) > 400:
+        message = message[:400] + "..."
+    return (
+        f"error: unexpected {type(error).__name__}{_raised_at(error)}: {message} "
+        f"({saved}; {DEBUG_FLAG} shows it here)"
+    )
+
+
+def _write_traceback(text: str, workdir: str | None) -> str | None:
+    """Writes ``text`` to ``<workdir>/error.log`` or, failing that, a new temporary file;
+    returns its path (``None`` if neither can be written)."""
+    if workdir is not None and os.path.isdir(workdir):
+        path = os.path.join(workdir, _error_log_name())
+        try:
+            with open(path, "w") as f:
+                f.write(text)
+            return path
+        except OSError:
+            pass
+    try:
+        fd, path = tempfile.mkstemp(prefix="train-error-", suffix=".log")
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        return path
+    except OSError:
+        return None
+
+
+def _error_log_name() -> str:
+    """``error.log``; in a run of several processes, process i > 0 writes its own."""
+    from train import distributed
+
+    index = distributed.process_index() if distributed.active() else 0
+    return ERROR_LOG if index == 0 else f"error-process{index}.log"
+
+
+def _raised_at(error: BaseException) -> str:
+    """`` in FILE:LINE (FUNCTION)`` of the deepest frame of this repository's code in the
+    traceback (the deepest frame of all if none is), relative to the repository."""
+    frames = traceback.extract_tb(error.__traceback__)
+    if not frames:
+        return ""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    ours = [
+        f
+        for f in frames
+        if os.path.relpath(os.path.abspath(f.filename), root).split(os.sep)[0] in _PACKAGES
+    ]
+    frame = (ours or frames)[-1]
+    filename = os.path.relpath(os.path.abspath(frame.filename), root) if ours else frame.filename
+    return f" in {filename}:{frame.lineno} ({frame.name})"
 
 
 def _one_line(error: BaseException) -> str:

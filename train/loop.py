@@ -82,8 +82,9 @@ class TrainState:
         }
 
     def replace_arrays(self, arrays: Mapping[str, Any]) -> TrainState:
-        """This state with the arrays of :meth:`arrays` replaced (restoring a checkpoint)."""
-        return self.replace(**arrays)
+        """This state with the arrays of :meth:`arrays` replaced (restoring a checkpoint),
+        every array in a buffer of its own (:func:`distinct_buffers`)."""
+        return distinct_buffers(self.replace(**arrays))
 
 
 def create_train_state(
@@ -113,21 +114,60 @@ def create_train_state(
     x = jnp.zeros((1, *input_shape), jnp.float32)
     variables = jax.jit(functools.partial(model.init, train=False))(key, x)
     params = variables["params"]
-    return TrainState(
+    state = TrainState(
         step=jnp.zeros((), jnp.int32),
         params=params,
         batch_stats=variables.get("batch_stats", {}),
-        opt_state=_unalias(tx.init(params), params),
+        opt_state=tx.init(params),
         apply_fn=model.apply,
         tx=tx,
     )
+    return distinct_buffers(state)
 
 
-def _unalias(opt_state: optax.OptState, params: optax.Params) -> optax.OptState:
-    """Copies the optimizer-state leaves that ARE parameter arrays (prodigy's and DoG's
-    initial point, for example), so that donating the state never donates a buffer twice."""
-    param_ids = {id(x) for x in jax.tree.leaves(params)}
-    return jax.tree.map(lambda x: jnp.copy(x) if id(x) in param_ids else x, opt_state)
+def distinct_buffers(tree: Any) -> Any:
+    """``tree`` with every array leaf in a buffer of its own, ready to be donated.
+
+    An optimizer's state may hold the parameter arrays themselves (prodigy's and DoG's
+    initial point) or one array under two names (``inject_hyperparams`` keeps prodigy's
+    ``estim_lr0`` both as a hyperparameter and as the inner state's ``estim_lr``;
+    schedule-free and D-Adaptation share a scalar the same way); a donating call
+    (:func:`train_epoch`, :func:`train_chunk`) refuses to donate one buffer twice. Every
+    leaf whose buffer an earlier leaf already holds is copied (by buffer, on every device,
+    not by Python identity: two ``jax.Array`` objects may share a buffer), and Python or
+    NumPy scalars and arrays become ``jax.Array``s, so the state also checkpoints.
+
+    Example:
+      >>> w = jnp.ones(2)
+      >>> tree = distinct_buffers({"a": w, "b": w, "c": 0.5})
+      >>> tree["a"] is w, tree["b"] is w, type(tree["c"]).__name__
+      (True, False, 'ArrayImpl')
+    """
+    seen: set[tuple[Any, ...]] = set()
+
+    def own(x: Any) -> Any:
+        if isinstance(x, (int, float, complex, np.generic, np.ndarray)):
+            return jnp.asarray(x)  # a fresh buffer
+        if not isinstance(x, jax.Array) or isinstance(x, jax.core.Tracer) or x.is_deleted():
+            return x
+        buffers = _buffers(x)
+        if buffers & seen or not buffers:
+            x = jnp.copy(x)
+            buffers = _buffers(x)
+        seen.update(buffers)
+        return x
+
+    return jax.tree.map(own, tree)
+
+
+def _buffers(x: jax.Array) -> set[tuple[Any, ...]]:
+    """The (device, address) of each of ``x``'s buffers on this process's devices; an
+    empty array's buffers have no address to compare (any copy of it is free)."""
+    return {
+        (shard.device.id, shard.data.unsafe_buffer_pointer())
+        for shard in x.addressable_shards
+        if shard.data.size
+    }
 
 
 def _forward(
