@@ -1,7 +1,7 @@
 """Training: data, the device-resident persistent loop, checkpoints and the CLI.
 
-``python -m train`` (or ``polyak-train``) is the command users run; the pieces it is made
-of are importable on their own:
+``python -m train`` is the command users run (:mod:`train.cli`); the pieces it is made of
+are importable on their own, and importing them changes no process-wide setting:
 
 * :mod:`train.run`: ``run(config)``, the setup, the epoch loop and the report;
 * :mod:`train.setup`: the ``Experiment`` a run sets up before its first epoch;
@@ -11,7 +11,7 @@ of are importable on their own:
 * :mod:`train.optimizers`: the optimizer registry, ``build_optimizer`` and the schedules;
 * :mod:`train.sharding`: the data-parallel mesh;
 * :mod:`train.checkpoints`: orbax checkpoints;
-* :mod:`train.data`, :mod:`train.augment`: the data-set registry and on-device augmentation.
+* :mod:`train.data`, :mod:`train.augment`: the data-set registry and on-device augmentation;
+* :mod:`train.platform`: the platform workarounds (XLA:CPU flags, ``SCHED_BATCH``,
+  third-party log noise), each applied by the CLI's ``main`` and by the benchmarks.
 """
-
-from train import xla_flags  # noqa: F401  (first: sets XLA:CPU flags before jax starts)
