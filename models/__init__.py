@@ -6,12 +6,14 @@
 
 from models.alexnet import AlexNet
 from models.caffe import CifarQuick, LeNet5
-from models.registry import MODEL_NAMES, MODELS, create, param_count
+from models.gpt import GPT
+from models.registry import MODEL_NAMES, MODELS, create, param_count, takes_tokens
 from models.resnet import BasicBlock, ResNet
 from models.tiny import Tiny
 from models.vgg import VGG, VGG16_LAYERS
 
 __all__ = [
+    "GPT",
     "MODELS",
     "MODEL_NAMES",
     "VGG",
@@ -24,4 +26,5 @@ __all__ = [
     "Tiny",
     "create",
     "param_count",
+    "takes_tokens",
 ]

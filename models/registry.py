@@ -14,12 +14,13 @@ import jax.numpy as jnp
 from models.alexnet import AlexNet
 from models.bn_cnn import BNCNN
 from models.caffe import CifarQuick, LeNet5
+from models.gpt import GPT
 from models.linear import MLP, Linear
 from models.resnet import ResNet
 from models.tiny import Tiny
 from models.vgg import VGG, VGG16_LAYERS
 
-__all__ = ["MODELS", "MODEL_NAMES", "ModelSpec", "create", "param_count"]
+__all__ = ["MODELS", "MODEL_NAMES", "ModelSpec", "create", "param_count", "takes_tokens"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,11 +32,14 @@ class ModelSpec:
       about: one line for ``--help``.
       listed: one of the documents' models (:data:`MODEL_NAMES`); the others serve a
         benchmark or the tests.
+      tokens: a language model: it takes token ids ``[B, T]`` and gives logits
+        ``[B, T, num_classes]`` (the others take images).
     """
 
     build: Callable[..., nn.Module]
     about: str
     listed: bool = True
+    tokens: bool = False
 
 
 #: The models of ``--model``, by name: one entry each.
@@ -53,6 +57,15 @@ MODELS: dict[str, ModelSpec] = {
     "linear": ModelSpec(Linear, "softmax regression (tuning-free benchmark)", listed=False),
     "mlp": ModelSpec(MLP, "a small MLP (tuning-free benchmark)", listed=False),
     "bn_cnn": ModelSpec(BNCNN, "a small batch-norm CNN (tuning-free benchmark)", listed=False),
+    "gpt": ModelSpec(
+        GPT, "a byte-level decoder-only transformer (LM benchmark)", listed=False, tokens=True
+    ),
+    "gpt_small": ModelSpec(
+        functools.partial(GPT, num_layers=2, width=64, num_heads=4),
+        "a 2-layer, 64-wide GPT (tests)",
+        listed=False,
+        tokens=True,
+    ),
 }
 
 #: The documents' model names (the others of :data:`MODELS` serve a benchmark or the tests).
@@ -69,8 +82,9 @@ def create(name: str, num_classes: int) -> nn.Module:
     """Builds a Flax Linen model by name.
 
     Every model is called as ``model.apply(variables, x, train=...)`` with
-    ``x`` float32 NHWC of any spatial size and channel count. Models with batch
-    norm keep running statistics in the
+    ``x`` float32 NHWC of any spatial size and channel count (a language model, whose
+    entry says ``tokens``: token ids ``[B, T]``, logits ``[B, T, num_classes]``).
+    Models with batch norm keep running statistics in the
     ``batch_stats`` collection: apply them with ``mutable=['batch_stats']``
     when ``train=True``; with ``train=False`` they use the stored statistics.
 
@@ -99,6 +113,16 @@ def create(name: str, num_classes: int) -> nn.Module:
     return spec.build(num_classes=num_classes)
 
 
+def takes_tokens(name: str) -> bool:
+    """Whether the named model takes token sequences ``[B, T]`` (a language model).
+
+    Example:
+      >>> takes_tokens("gpt"), takes_tokens("lenet5")
+      (True, False)
+    """
+    return _lookup(name).tokens
+
+
 def param_count(name: str, input_shape: Sequence[int] = (32, 32, 3), num_classes: int = 10) -> int:
     """Number of trainable parameters (the ``params`` collection), by shape inference only.
 
@@ -108,7 +132,8 @@ def param_count(name: str, input_shape: Sequence[int] = (32, 32, 3), num_classes
 
     Args:
       name: a model name accepted by :func:`create`.
-      input_shape: ``(height, width, channels)`` of one image.
+      input_shape: ``(height, width, channels)`` of one image, or ``(length,)`` of one
+        token sequence.
       num_classes: number of output logits.
 
     Returns:
@@ -123,10 +148,11 @@ def param_count(name: str, input_shape: Sequence[int] = (32, 32, 3), num_classes
     """
     model = create(name, num_classes)
     shape = tuple(input_shape)
-    if len(shape) != 3 or not all(isinstance(n, int) and n >= 1 for n in shape):
+    if len(shape) not in (1, 3) or not all(isinstance(n, int) and n >= 1 for n in shape):
         raise ValueError(
-            f"input_shape must be (height, width, channels) ints >= 1, got {input_shape!r}"
+            "input_shape must be (height, width, channels) or a sequence's (length,) ints "
+            f">= 1, got {input_shape!r}"
         )
-    x = jax.ShapeDtypeStruct((1, *shape), jnp.float32)
+    x = jax.ShapeDtypeStruct((1, *shape), jnp.int32 if len(shape) == 1 else jnp.float32)
     variables = jax.eval_shape(functools.partial(model.init, train=False), jax.random.key(0), x)
     return sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(variables["params"]))

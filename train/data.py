@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
-from train import cifar, idx, license_chars_data
+from train import cifar, idx, license_chars_data, text
 from train.data_errors import DataFormatError, DatasetNotFoundError
 from train.tfds_source import TfdsUnavailable, load_tfds
 
@@ -96,6 +96,12 @@ DATASETS: dict[str, DatasetSpec] = {
         num_classes=license_chars_data.VOCAB,
         files=None,
         load=license_chars_data.load_dataset,
+    ),
+    "python_stdlib": DatasetSpec(
+        "bytes of the Python standard library's source, next byte (language models)",
+        num_classes=text.VOCAB,
+        files=None,
+        load=text.load_dataset,
     ),
 }
 

@@ -186,11 +186,37 @@ def _forward(
 def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
     """Per-example softmax cross entropy with integer labels (the thesis's loss).
 
+    Sequence outputs (logits ``[B, T, V]``, labels ``[B, T]``) give each example the mean
+    over its positions, so that a batch's mean is the mean over all its tokens.
+
     Example:
       >>> float(cross_entropy(jnp.zeros((1, 4)), jnp.array([2]))[0])  # log 4
       1.386...
+      >>> cross_entropy(jnp.zeros((2, 3, 4)), jnp.zeros((2, 3), jnp.int32)).shape
+      (2,)
     """
-    return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+    return loss.reshape(loss.shape[0], -1).mean(axis=1) if loss.ndim > 1 else loss
+
+
+def _hits(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    """Per-example float32 accuracy: 0 or 1 for a class, the fraction of correct next
+    tokens for a sequence."""
+    hits = (jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32)
+    return hits.reshape(hits.shape[0], -1).mean(axis=1) if hits.ndim > 1 else hits
+
+
+def model_inputs(x: jax.Array, mean: jax.Array, std: jax.Array) -> jax.Array:
+    """What the model gets from a uint8 batch: images ``[B, H, W, C]`` normalized per
+    channel; token ids ``[B, T]`` (text) as int32, unnormalized.
+
+    Example:
+      >>> model_inputs(jnp.array([[3, 255]], jnp.uint8), jnp.zeros(1), jnp.ones(1)).tolist()
+      [[3, 255]]
+    """
+    if x.ndim == 2:
+        return x.astype(jnp.int32)
+    return augment_lib.normalize(x, mean, std)
 
 
 def train_step(
@@ -206,8 +232,9 @@ def train_step(
 
     Args:
       state: the current state.
-      images: float32 ``[B, H, W, C]``, normalized.
-      labels: int32 ``[B]``.
+      images: float32 ``[B, H, W, C]``, normalized, or int32 token ids ``[B, T]``
+        (:func:`model_inputs`).
+      labels: int32 ``[B]``, or ``[B, T]`` next tokens (loss and accuracy over all tokens).
       data_sharding: the batch sharding of a data-parallel mesh, or ``None``: on two or
         more devices, a model without batch norm takes its gradients shard by shard, with
         one all-reduce of one flat buffer (:func:`_loss_and_grads_by_shard`).
@@ -245,7 +272,7 @@ def train_step(
     params = optax.apply_updates(state.params, updates)
     metrics = {
         "loss": loss,
-        "correct": correct.astype(jnp.int32),
+        "correct": correct,
         "learning_rate": learning_rate_of(opt_state).astype(jnp.float32),
     }
     new_state = state.replace(
@@ -255,10 +282,11 @@ def train_step(
 
 
 def _correct(logits: jax.Array, labels: jax.Array) -> jax.Array:
-    """The number of correct predictions, summed in float32 (exact below 2**24), so that
-    over several devices the sum joins the gradients' all-reduce instead of taking one of
-    its own (an int32 sum did)."""
-    return jnp.sum(jnp.argmax(logits, axis=-1) == labels, dtype=jnp.float32)
+    """The number of correct predictions (a sequence counts its fraction of correct
+    tokens), summed in float32 (exact below 2**24 for classes), so that over several
+    devices the sum joins the gradients' all-reduce instead of taking one of its own (an
+    int32 sum did)."""
+    return jnp.sum(_hits(logits, labels))
 
 
 def _by_shard(state: TrainState, data_sharding: NamedSharding | None) -> bool:
@@ -360,7 +388,7 @@ def persistent_step(
 
     init = {
         "loss": jnp.zeros((), jnp.float32),
-        "correct": jnp.zeros((), jnp.int32),
+        "correct": jnp.zeros((), jnp.float32),
         "learning_rate": jnp.zeros((), jnp.float32),
     }
     # One traced train_step for all K steps (the first one's metrics kept by `where`).
@@ -455,9 +483,9 @@ def _train_batches(
     def body(j: jax.Array, carry: tuple[TrainState, Metrics]) -> tuple[TrainState, Metrics]:
         state, sums = carry
         x, y = batch(j)
-        if augment:
+        if augment and x.ndim == 4:  # images only; token sequences are never augmented
             x = augment_lib.augment(jax.random.fold_in(augment_key, first_batch + j), x)
-        x = augment_lib.normalize(x, mean, std)
+        x = model_inputs(x, mean, std)
         state, metrics = persistent_step(state, x, y, persistency, data_sharding)
         finite = jnp.isfinite(metrics["loss"])
         metrics = dict(metrics, loss=jnp.where(finite, metrics["loss"], 0.0), nonfinite=~finite)
@@ -471,7 +499,7 @@ def zero_sums() -> Metrics:
     """The metric sums of an epoch before its first batch (see :func:`epoch_metrics`)."""
     return {
         "loss": jnp.zeros((), jnp.float32),
-        "correct": jnp.zeros((), jnp.int32),
+        "correct": jnp.zeros((), jnp.float32),
         "learning_rate": jnp.zeros((), jnp.float32),
         "nonfinite": jnp.zeros((), jnp.int32),
     }
@@ -511,8 +539,9 @@ def train_epoch(
 
     Args:
       state: the current state (donated: do not use it after the call).
-      images: the whole training set, uint8 ``[N, H, W, C]``, on the device(s).
-      labels: int32 ``[N]``.
+      images: the whole training set, uint8 ``[N, H, W, C]`` or token sequences
+        ``[N, T]`` (see :func:`model_inputs`), on the device(s).
+      labels: int32 ``[N]``, or ``[N, T]`` next tokens.
       mean: per-channel mean of the raw images (float32 ``[C]``, on the [0, 1] scale).
       std: per-channel standard deviation (float32 ``[C]``).
       key: the epoch's PRNG key (permutation and augmentation).
@@ -701,24 +730,25 @@ def evaluate(
 
         def sharded_body(i: jax.Array, sums: tuple[jax.Array, jax.Array]):
             x, y = take(images, labels, rows, i)
-            m = y >= 0
-            logits, _ = _forward(state, params, augment_lib.normalize(x, mean, std), False)
-            loss = jnp.sum(jnp.where(m, cross_entropy(logits, jnp.maximum(y, 0)), 0.0))
-            correct = jnp.sum(m & (jnp.argmax(logits, axis=-1) == y))
+            m = y.reshape(y.shape[0], -1)[:, 0] >= 0  # padding rows hold label -1
+            logits, _ = _forward(state, params, model_inputs(x, mean, std), False)
+            y = jnp.maximum(y, 0)
+            loss = jnp.sum(jnp.where(m, cross_entropy(logits, y), 0.0))
+            correct = jnp.sum(jnp.where(m, _hits(logits, y), 0.0))
             return sums[0] + loss, sums[1] + correct
 
         loss, correct = lax.fori_loop(
             0,
             num_examples // batch_size,
             sharded_body,
-            (jnp.zeros((), jnp.float32), jnp.zeros((), jnp.int32)),
+            (jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32)),
         )
-        count = jnp.sum(labels >= 0)
+        count = jnp.sum(labels.reshape(labels.shape[0], -1)[:, 0] >= 0)
         return {"loss": loss / count, "accuracy": correct / count}
     num_batches = -(-num_examples // batch_size)
     pad = num_batches * batch_size - num_examples
     images = jnp.pad(images, ((0, pad),) + ((0, 0),) * (images.ndim - 1))
-    labels = jnp.pad(labels, (0, pad))
+    labels = jnp.pad(labels, ((0, pad),) + ((0, 0),) * (labels.ndim - 1))
     mask = jnp.arange(num_batches * batch_size) < num_examples
 
     def body(i: jax.Array, sums: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, jax.Array]:
@@ -726,12 +756,12 @@ def evaluate(
         x = _constrain(lax.dynamic_slice_in_dim(images, start, batch_size), data_sharding)
         y = lax.dynamic_slice_in_dim(labels, start, batch_size)
         m = lax.dynamic_slice_in_dim(mask, start, batch_size)
-        logits, _ = _forward(state, params, augment_lib.normalize(x, mean, std), False)
+        logits, _ = _forward(state, params, model_inputs(x, mean, std), False)
         loss = jnp.sum(jnp.where(m, cross_entropy(logits, y), 0.0))
-        correct = jnp.sum(m & (jnp.argmax(logits, axis=-1) == y))
+        correct = jnp.sum(jnp.where(m, _hits(logits, y), 0.0))
         return sums[0] + loss, sums[1] + correct
 
     loss, correct = lax.fori_loop(
-        0, num_batches, body, (jnp.zeros((), jnp.float32), jnp.zeros((), jnp.int32))
+        0, num_batches, body, (jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32))
     )
     return {"loss": loss / num_examples, "accuracy": correct / num_examples}

@@ -25,6 +25,7 @@ Faults end the run with an exception that the CLI turns into one line and an exi
 from __future__ import annotations
 
 import contextlib
+import math
 import signal
 import sys
 import threading
@@ -114,7 +115,9 @@ def run(
       epoch), ``train_loss``, ``train_accuracy``, ``test_loss``, ``test_accuracy``,
       ``learning_rate`` (the epoch's mean; ``None`` for an optimizer without one),
       ``nonfinite_batches`` and ``compile_time`` (seconds this process spent compiling
-      the epoch and the evaluation); non-finite numbers as ``None``.
+      the epoch and the evaluation); non-finite numbers as ``None``. Token data (a
+      language model) adds ``test_bits_per_byte``: ``test_loss / ln 2``, and its
+      accuracies are next-token accuracies.
 
     Raises:
       Diverged, Interrupted, Aborted: see the module docstring.
@@ -222,7 +225,7 @@ def _epoch(
         (train_metrics, test_metrics, state.step)
     )  # the epoch's one host sync
     experiment.wall_time += time.perf_counter() - t0
-    return {
+    record = {
         "epoch": epoch,
         "step": int(step),
         "wall_time": round(experiment.wall_time, 4),
@@ -235,6 +238,9 @@ def _epoch(
         "nonfinite_batches": int(train_metrics["nonfinite"]),
         "compile_time": round(compile_time, 4),
     }
+    if experiment.tokens and record["test_loss"] is not None:  # language models: bytes
+        record["test_bits_per_byte"] = record["test_loss"] / math.log(2)
+    return record
 
 
 def _check_finite(

@@ -72,6 +72,11 @@ class Experiment:
     wall_time: float = 0.0
     derived: dict[str, Any] = dataclasses.field(default_factory=dict)
 
+    @property
+    def tokens(self) -> bool:
+        """The data are token sequences ``[N, T]`` (:mod:`train.text`), not images."""
+        return self.dataset.train_images.ndim == 2
+
     def kept_epoch(self) -> int | None:
         """The epoch of the last complete checkpoint, if any."""
         return self.checkpointer.latest_epoch() if self.checkpointer is not None else None
@@ -113,6 +118,7 @@ def create(config: Config, dataset: data.Dataset | None, tx: TxLike | None, say:
     elif not isinstance(tx, optax.GradientTransformation):
         tx = tx(plan.steps_per_epoch)
     init_key, data_key = jax.random.split(jax.random.key(config.seed))
+    _check_input_kind(config, dataset)
     model = models.create(config.model, dataset.num_classes)
     state = loop.create_train_state(model, tx, init_key, tuple(dataset.train_images.shape[1:]))
     experiment = Experiment(
@@ -130,6 +136,18 @@ def create(config: Config, dataset: data.Dataset | None, tx: TxLike | None, say:
     _open_outputs(experiment)
     say(_banner(experiment))
     return experiment
+
+
+def _check_input_kind(config: Config, dataset: data.Dataset) -> None:
+    """Refuses a language model on images, or an image model on token sequences."""
+    tokens = dataset.train_images.ndim == 2  # token sequences [N, T] (train.text)
+    if models.takes_tokens(config.model) != tokens:
+        kinds = {True: "token sequences", False: "images"}
+        raise ValueError(
+            f"--model {config.model} takes {kinds[not tokens]}, but --dataset "
+            f"{config.dataset} holds {kinds[tokens]}"
+            + (" (train it on --dataset python_stdlib)" if not tokens else "")
+        )
 
 
 def _prepare_workdir(config: Config, say: Say) -> checkpoints.Checkpointer | None:
@@ -217,6 +235,7 @@ def _derived(experiment: Experiment) -> dict[str, Any]:
         "num_processes": jax.process_count(),
         "devices": [str(d) for d in mesh.devices.flat],
         "jax_version": jax.__version__,
+        "data_source": dataset.source,
     }
 
 
@@ -253,7 +272,8 @@ def _banner(experiment: Experiment) -> str:
     image_shape = tuple(derived["image_shape"])
     params = sum(x.size for x in jax.tree.leaves(experiment.state.params))
     return (
-        f"{config.dataset}: {derived['num_train']} train / {derived['num_test']} test images "
+        f"{config.dataset}: {derived['num_train']} train / {derived['num_test']} test "
+        f"{'sequences' if experiment.tokens else 'images'} "
         f"{'x'.join(map(str, image_shape))}; {config.model} ({params:,} params); "
         f"{config.optimizer}{' (layer-wise)' if config.layerwise else ''} "
         f"{config.schedule} lr {config.learning_rate:g}; batch {config.batch_size}, K "
