@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 
-.PHONY: train test lint data cuda docs test-min-deps
+.PHONY: train test test-fast lint data cuda docs test-min-deps
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,11 @@ train: $(VENV)/.installed data
 
 test: $(VENV)/.installed data
 	$(PY) -m pytest -n 2 --dist worksteal -q
+
+# The edit loop: the library, the models and the unit tests, without the tests marked slow
+# (no subprocesses, no training on real data).
+test-fast: $(VENV)/.installed
+	$(PY) -m pytest -n 2 --dist worksteal -q -m "not slow"
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .

@@ -37,6 +37,7 @@ import polyak_optax as po
 from benchmarks import _common as C
 from train import augment
 from train import data as data_lib
+from train.platform import xla_flags
 
 BENCHMARK = "lr_range_test_speed"
 VARIANTS = ("scan", "python_loop", "python_loop_async")
@@ -348,4 +349,5 @@ def render(payload: dict[str, Any]) -> str:
 
 
 if __name__ == "__main__":
+    xla_flags.apply()  # the training app's XLA:CPU flags, before jax starts its backends
     raise SystemExit(main())

@@ -10,7 +10,7 @@ device-resident (one jitted call per epoch) or in device-resident chunks of C ba
 (``--data-mode chunked``: chunk i + 1 gathered on the host and copied while chunk i
 trains). Two processes meet through ``jax.distributed`` on localhost (gloo collectives
 on a CPU, each process pinned to its own share of the cores, as on hosts of their own, and
-under ``SCHED_BATCH``, as the training app puts them: :mod:`train.cpu_scheduling`).
+under ``SCHED_BATCH``, as the training app puts them: :mod:`train.platform.cpu_scheduling`).
 
 A second table times the one collective a step of a model without batch norm issues (an
 all-reduce of one flat float32 buffer: the gradients, the loss and the correct count)
@@ -29,7 +29,7 @@ compilation and evaluation excluded), the median over the epochs after the first
 peak device memory comes from ``jax.local_devices()[0].memory_stats()`` where the
 backend reports it (GPUs; not CPUs).
 
-Targets of issue 13 (on a GPU): chunked >= 0.9x resident at batch >= 128; 2 processes
+Targets (on a GPU): chunked >= 0.9x resident at batch >= 128; 2 processes
 x 2 devices >= 0.9x 1 process x 4 devices.
 """
 
@@ -47,6 +47,7 @@ from typing import Any
 
 import models
 from benchmarks import _common as C
+from train.platform import xla_flags
 
 BENCHMARK = "scaling"
 REPO = Path(__file__).resolve().parents[1]
@@ -64,7 +65,7 @@ LAYOUTS = [
     (2, 1, "resident"),  # one device per process: the layout of a real multi-host run
 ]
 # (processes, devices per process, each process pinned to its own cores, under SCHED_BATCH
-# as the training app puts a multi-process CPU run: train.cpu_scheduling)
+# as the training app puts a multi-process CPU run: train.platform.cpu_scheduling)
 ALLREDUCE_LAYOUTS = [
     (1, 2, False, False),
     (1, 4, False, False),
@@ -142,7 +143,7 @@ _ALLREDUCE_CHILD = """
 import json, os, sys, time
 size, repeats, coordinator, processes, process_id, batch = sys.argv[1:7]
 if batch == "1":
-    from train import cpu_scheduling
+    from train.platform import cpu_scheduling
     cpu_scheduling.apply()
 import jax, numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
@@ -185,7 +186,7 @@ def allreduce_times(
     """Seconds of each of ``repeats`` all-reduces of ``size`` float32 per device (after 10
     not timed), in ``processes`` fresh CPU processes of ``devices`` devices each; with
     ``pinned``, process i runs on its share of :func:`core_shares`; with ``batch``,
-    under ``SCHED_BATCH`` (:mod:`train.cpu_scheduling`)."""
+    under ``SCHED_BATCH`` (:mod:`train.platform.cpu_scheduling`)."""
     env = dict(
         os.environ,
         JAX_PLATFORMS="cpu",
@@ -385,7 +386,7 @@ def _resident_images_per_s(grid: dict[str, Any], processes: int, devices: int) -
 
 
 def summarize(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """The issue's two ratios where both sides were measured, and 2 processes of one
+    """The two target ratios where both sides were measured, and 2 processes of one
     device each against 1 process of two devices.
 
     Example:
@@ -526,4 +527,5 @@ def _table_row(row: dict[str, Any]) -> list[str]:
 
 
 if __name__ == "__main__":
+    xla_flags.apply()  # the training app's XLA:CPU flags, before jax starts its backends
     sys.exit(main())

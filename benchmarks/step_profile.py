@@ -13,7 +13,7 @@ step.
 
 The report gives per convolution its milliseconds, GFLOP/s (2 x multiply-adds) and share
 of the step, and the step's total in convolutions, so a missed speed target can be
-traced to the layers that cost it (issue 14: "profile it; do not guess"). Timing one
+traced to the layers that cost it. Timing one
 convolution alone leaves out what a fused step overlaps, so the shares are estimates; the
 convolution sum is not expected to equal the step exactly.
 
@@ -48,10 +48,11 @@ import models.caffe
 from benchmarks import _common as C
 from benchmarks import vs_pytorch
 from models import layers
-from train import augment, loop, xla_flags
+from train import augment, loop
 from train import data as data_lib
 from train.data_errors import DatasetNotFoundError
 from train.optimizers import build_optimizer
+from train.platform import xla_flags
 
 BENCHMARK = "step_profile"
 ABLATED_MODELS = ("lenet5", "cifar_quick")  # AlexNet's step is 1.3 s: the conv table suffices
@@ -151,9 +152,9 @@ def benchmark_data(name: str, batch: int) -> data_lib.Dataset:
     (Fashion-MNIST for LeNet-5, synthetic 32x32x3 otherwise; synthetic images of
     LeNet-5's shape where Fashion-MNIST is not installed): the step's batch is its first.
 
-    Real images rather than random numbers: PyTorch's step of LeNet-5 took 17 ms on
-    standard normal inputs against 11 ms on Fashion-MNIST images (two alternating rounds
-    in one process, 2 CPU cores); ours does not depend on the values.
+    Real images rather than random numbers: PyTorch's step of LeNet-5 is slower on
+    standard normal inputs than on Fashion-MNIST images (``benchmarks/NOTES.md``); ours
+    does not depend on the values.
     """
     size = max(batch, 1000)
     try:
@@ -352,7 +353,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args, GRIDS, GRID_NOTES, {"models": args.models, "batch_size": args.batch_size}
     )
     head = C.header(BENCHMARK, grid_name, note, grid)
-    head["xla_flags_applied"] = list(xla_flags.APPLIED)
+    head["xla_flags_applied"] = list(xla_flags.in_effect())
     results = []
     for name in grid["models"]:
         results.append(profile_model(name, grid["batch_size"], grid["repeats"]))
@@ -474,4 +475,5 @@ def _pytorch_lines(r: dict[str, Any]) -> list[str]:
 
 
 if __name__ == "__main__":
+    xla_flags.apply()  # the training app's XLA:CPU flags, before jax starts its backends
     sys.exit(main())

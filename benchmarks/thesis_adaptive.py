@@ -48,6 +48,7 @@ from benchmarks import _thesis as T
 from train import loop
 from train.config import Config
 from train.optimizers import build_optimizer, kernel_mask, learning_rate_of
+from train.platform import xla_flags
 
 BENCHMARK = "thesis_adaptive"
 METHODS = (
@@ -580,4 +581,5 @@ def render(payload: dict[str, Any]) -> str:
 
 
 if __name__ == "__main__":
+    xla_flags.apply()  # the training app's XLA:CPU flags, before jax starts its backends
     raise SystemExit(main())

@@ -26,6 +26,7 @@ from typing import Any
 from benchmarks import _common as C
 from benchmarks import _thesis as T
 from train.config import Config
+from train.platform import xla_flags
 
 BENCHMARK = "thesis_persistency"
 MOMENTUM = 0.5  # thesis section 2.2
@@ -436,4 +437,5 @@ def render(payload: dict[str, Any]) -> str:
 
 
 if __name__ == "__main__":
+    xla_flags.apply()  # the training app's XLA:CPU flags, before jax starts its backends
     raise SystemExit(main())

@@ -43,6 +43,7 @@ import polyak_optax as po
 from benchmarks import _common as C
 from train import data as data_lib
 from train.config import Config
+from train.platform import xla_flags
 from train.run import Diverged, run
 
 BENCHMARK = "tuning_free"
@@ -165,7 +166,7 @@ ABLATIONS: dict[str, tuple[str, Callable[[Any], optax.GradientTransformation]]] 
         VARIANT,
         lambda m: po.schedule_free_polyak_adam(max_learning_rate=_lr(1e-2, m), confidence=1e30),
     ),
-    # the variant at other confidences: SPS's own 2 (the default until 2026-12-01), 3, 4
+    # the variant at other confidences: SPS's own 2, 3, 4
     **{
         f"schedule_free_polyak_adam_gamma{gamma}": (
             VARIANT,
@@ -687,4 +688,5 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    xla_flags.apply()  # the training app's XLA:CPU flags, before jax starts its backends
     raise SystemExit(main())

@@ -7,7 +7,7 @@ For each model and batch size, one epoch is trained in both frameworks:
 * ``jax``: the project's own device-resident epoch, :func:`train.loop.train_epoch` on a
   state from :func:`train.loop.create_train_state` and ``models.create(name)`` (one jitted
   call per epoch: permutation, uint8 gather and normalization on the device), with the
-  XLA:CPU flags of :mod:`train.xla_flags`;
+  XLA:CPU flags of :mod:`train.platform.xla_flags`;
 * ``torch``: what a PyTorch user writes: the same network as ``torch.nn`` modules, the
   normalized training set as one in-memory float32 NCHW tensor, ``torch.randperm`` and
   ``x[idx]`` per batch, ``F.cross_entropy``, ``zero_grad``/``backward``/``step``;
@@ -43,8 +43,9 @@ import numpy as np
 import models
 from benchmarks import _common as C
 from train import data as data_lib
-from train import loop, xla_flags
+from train import loop
 from train.optimizers import build_optimizer
+from train.platform import xla_flags
 
 BENCHMARK = "vs_pytorch"
 MODELS = ("lenet5", "cifar_quick", "alexnet")
@@ -401,7 +402,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     head["torch_threads"] = os.cpu_count()
     head["torch_device"] = torch_device()
     head["xla_flags"] = os.environ.get("XLA_FLAGS", "")
-    head["xla_flags_applied"] = list(xla_flags.APPLIED)
+    head["xla_flags_applied"] = list(xla_flags.in_effect())
     head["loadavg_start"] = list(os.getloadavg())
     head["cpu_model"] = cpu_model()
     C.log(f"{BENCHMARK} on {head['device']} ({head['cpu_model']}), grid {grid_name}")
@@ -456,7 +457,7 @@ def cpu_model() -> str:
 
 def target_text() -> str:
     return (
-        f"issue 14: jax/torch images/s >= {TARGETS['cifar_quick']}x for every model at batch "
+        f"jax/torch images/s >= {TARGETS['cifar_quick']}x for every model at batch "
         f"{TARGET_BATCH} on the 2-core CPU, >= {TARGETS['lenet5']}x for LeNet-5"
     )
 
@@ -501,7 +502,8 @@ def render(payload: dict[str, Any]) -> str:
             if payload["loadavg_start"][0] > 0.5 or payload["loadavg_end"][0] > 0.5
             else "."
         ),
-        f"* XLA flags set by `train.xla_flags`: `{' '.join(payload['xla_flags_applied'])}`; "
+        "* XLA flags set by `train.platform.xla_flags`: "
+        f"`{' '.join(payload['xla_flags_applied'])}`; "
         f"XLA_FLAGS seen by the process: `{payload['xla_flags']}`.",
         "",
         "Same network, initial weights, data, normalization, Nesterov SGD (lr 0.01, momentum "
@@ -561,4 +563,5 @@ def plot(payload: dict[str, Any], path: Any) -> None:
 
 
 if __name__ == "__main__":
+    xla_flags.apply()  # the training app's XLA:CPU flags, before jax starts its backends
     raise SystemExit(main())

@@ -78,10 +78,8 @@ class _ConvMaxPool(nn.Module):
     followed by :func:`~models.layers.max_pool`: adding a per-channel constant commutes with
     a max, in floating point too (rounding is monotonic). Added after the pool, the bias
     and its gradient run on the pooled map, 4x smaller than the convolution's output
-    (cifar_quick's conv1: 128x16x16x32 instead of 128x32x32x32 at batch 128); its epoch
-    on 2 CPU cores, side by side, 1.03x, 1.06x and 1.08x faster (three runs). LeNet-5's two
-    layers (2026-12-01, device-resident epoch, 9 alternating rounds): 1.00-1.03x faster at
-    batch 128 (four runs), 1.09x at 32, 1.05x at 512. A window whose maximum is tied only
+    (cifar_quick's conv1: 128x16x16x32 instead of 128x32x32x32 at batch 128). A window
+    whose maximum is tied only
     after adding the bias may send its gradient to another element of the tie. On the CPU, a
     one-channel input (LeNet-5's conv1) runs the convolution and the pool as one op,
     :func:`models.conv.single_channel_conv_max_pool`.

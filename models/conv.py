@@ -4,15 +4,10 @@ Why: inside a ``lax.fori_loop``/``lax.scan`` body, XLA's CPU backend leaves the 
 gradient of an NHWC convolution in a non-canonical layout (``f01b_i01o->01bf``) and then
 cannot hand it to its Eigen convolution kernel; it emits a naive loop nest instead
 (jax-ml/jax#12868). The device-resident epoch is exactly such a loop, and there LeNet-5's
-training step ran 5x slower than the same step jitted on its own (CPU, 2 cores: 330 ms
-against 61 ms at batch 128). Writing the two backward convolutions ourselves, with the
-transposes spelled out, gives XLA canonical ``b01f_01io->b01f`` convolutions in the loop as
-well, and the step inside the loop is as fast as outside it.
-
-Re-measured for issue 14 with the training app's XLA:CPU flags (:mod:`train.xla_flags`),
-jax 0.10.2: XLA still emits the ``f01b_i01o->01bf`` kernel gradient inside the loop, and
-LeNet-5's device-resident epoch (batch 128, 2 shared CPU cores) took 2.4 s a step with
-``lax``'s own gradients against 0.19-0.27 s with these: the custom gradient stays.
+training step runs several times slower than the same step jitted on its own. Writing the
+two backward convolutions ourselves, with the transposes spelled out, gives XLA canonical
+``b01f_01io->b01f`` convolutions in the loop as well, and the step inside the loop is as
+fast as outside it (the timings are in ``benchmarks/NOTES.md``).
 
 A one-channel input (LeNet-5's first layer) is convolved as a sum over the kernel's taps
 (:func:`_single_channel_conv`), faster there than Eigen's convolution; followed by a
@@ -120,10 +115,9 @@ def _conv_as_matmul(
 
     For images smaller than the kernel (AlexNet's and VGG16's last 2x2 maps under a 3x3
     kernel): XLA:CPU swaps the roles of image and kernel there, gets a non-canonical
-    ``01fb_o01i->f01b`` convolution and runs it as a naive loop, forward and backward
-    (measured on 2 cores: 234 ms for the forward pass of AlexNet's last convolution at
-    batch 128). The patches of such small images are small, and the product and its
-    gradients (products and pads) run as Eigen matrix products.
+    ``01fb_o01i->f01b`` convolution and runs it as a naive loop, forward and backward.
+    The patches of such small images are small, and the product and its gradients
+    (products and pads) run as Eigen matrix products.
     """
     kh, kw, cin, cout = w.shape
     # [batch, out_h, out_w, kh * kw * cin], ordered like the HWIO kernel's rows
@@ -198,14 +192,11 @@ def _single_channel_conv(
 
     Each tap adds its strided slice of the image times the tap's row of output channels;
     XLA fuses the sum into one loop over the output. Eigen's convolution contracts over
-    only ``kh * kw`` values per output here and is slow at it: LeNet-5's first layer on
-    2 CPU cores, batch 128, 3.7 ms as a convolution, 2.0 ms as this sum (float32; the
-    order of the sum differs, so results differ in the last bits), and LeNet-5's
-    device-resident epoch 1.05-1.15x faster side by side at batch 128, 1.10-1.12x at 32,
-    1.10x at 512. The output is then read from memory (:func:`_materialized`): fused into
-    the max pool that follows, the sum was recomputed there and the step got slower.
-    cifar_quick's three-channel first layer: the sum alone is 2x faster than the
-    convolution too, but its step was not (4% slower), so only one channel takes it.
+    only ``kh * kw`` values per output here and is slower at it than this sum (float32;
+    the order of the sum differs, so results differ in the last bits). The output is then
+    read from memory (:func:`_materialized`): fused into the max pool that follows, the
+    sum would be recomputed there. A three-channel first layer (cifar_quick's) keeps the
+    convolution: there the sum is faster alone but not inside the whole step.
     """
     kh, kw, _, _ = w.shape
     taps = _taps(x, (kh, kw), strides, pads)
@@ -223,14 +214,12 @@ def _materialized(
     The kernel gradient transposes the layer's input ``x`` to (C, H, W, N). XLA:CPU fuses
     the cheap elementwise producer of ``x`` (cifar_quick: conv1's bias, max pool 3/2 and
     ReLU) into that transpose and recomputes it there in transposed order, where every
-    read is a cache miss: 18-34 ms of a 170-200 ms step (2 cores, jax 0.10.2,
-    ``--xla_cpu_enable_xprof_traceme``). An optimization barrier does not stop it (XLA
-    expands barriers before fusion); a conditional on a runtime value does: both branches
-    return ``x`` (the second adds 0.0, which only turns a -0.0 into +0.0, and runs only when
-    the layer's ``kernel``'s first element is not finite), and the transpose reads the
-    stored ``x`` in 3.5 ms. cifar_quick's step: 1.10x faster side by side, AlexNet's
-    unchanged. Inputs under 512k elements skip it (LeNet-5, inputs of 100k and 368k: 7%
-    slower with it). The condition reads the kernel, which every device holds, and not
+    read is a cache miss. An optimization barrier does not stop it (XLA expands barriers
+    before fusion); a conditional on a runtime value does: both branches return ``x`` (the
+    second adds 0.0, which only turns a -0.0 into +0.0, and runs only when the layer's
+    ``kernel``'s first element is not finite), and the transpose reads the stored ``x``.
+    Inputs under 512k elements skip it (LeNet-5's, where the conditional costs more than
+    it saves). The condition reads the kernel, which every device holds, and not
     ``x``, which is split over the devices: an element of ``x`` cost a collective per step
     (a cross-process one in a multi-process run).
     """
@@ -316,14 +305,9 @@ def _input_grad_by_one_product(
     ``kh * cin`` values, the second runs of ``cin``, each with one bounds check per run
     instead of 25 per value. Without the first read XLA fuses both sums
     into one loop over the input; without the second it fuses the sum into the max pool's
-    gradient, which reads it several times.
-
-    LeNet-5's second convolution on 2 CPU cores (2026-12-01): a single sum of the 25
-    padded taps (one loop, 25 bounds-checked reads a value) took 2.85 ms of a 10.7 ms
-    step at batch 128 (``--xla_cpu_enable_xprof_traceme``), the two passes 0.40 ms; the
-    device-resident epoch 1.09x faster side by side (4 alternating rounds, each faster).
-    Against one product per tap added in place (:func:`_input_grad_by_products`, which
-    strided convolutions keep), the single sum had been 1.06-1.14x faster.
+    gradient, which reads it several times. Both passes together are faster than a single
+    sum of the 25 padded taps, which is faster than one product per tap added in place
+    (:func:`_input_grad_by_products`, which strided convolutions keep).
     """
     del strides  # (1, 1): the caller takes this path for stride 1 only
     kh, kw, cin, cout = w.shape
@@ -356,11 +340,10 @@ def _products_pay(size: Sequence[int], out: Sequence[int], pads: Padding) -> boo
     The convolution form of the input gradient computes one product per input pixel and
     kernel tap, most of them on the zeros of its padding (and of its stride dilation)
     when the output has far fewer pixels than the input: a VALID convolution over a small
-    map (LeNet-5's second: 12x12 in, 8x8 out) or a strided one. Measured on 2 CPU cores,
-    batch 128: LeNet-5's whole training step went from 47 to 34-38 ms, and its
-    device-resident epoch from 49.4 to 43.1 ms a step. cifar_quick's and AlexNet's SAME
-    convolutions (as many output pixels as input) keep the convolution, which is faster
-    there; hence the rule on the ratio of pixels, with non-negative padding.
+    map (LeNet-5's second: 12x12 in, 8x8 out) or a strided one, and products of the
+    output's pixels are faster there. cifar_quick's and AlexNet's SAME convolutions (as
+    many output pixels as input) keep the convolution, which is faster there; hence the
+    rule on the ratio of pixels, with non-negative padding.
     """
     ratio = (size[0] * size[1]) / (out[0] * out[1])
     return ratio >= 2.0 and all(lo >= 0 and hi >= 0 for lo, hi in pads)
@@ -434,15 +417,8 @@ def single_channel_conv_max_pool(
     pooled map, 4x smaller, transposed to NHWC. The backward pass sends each window's
     gradient to its chosen element directly in the ``(h, w, n, c)`` layout that the kernel
     gradient's convolution reads. Values equal the unfused layers' bit for bit, gradients
-    up to the order of the sums.
-
-    LeNet-5's first layer (2 CPU cores, 2026-12-01): the forward convolution and pool
-    alone 0.75-0.79 ms against 1.06-1.15 ms at batch 128; LeNet-5's device-resident epoch,
-    side by side in alternating rounds, 1.04x and 1.057x faster at batch 128 (9 and 7
-    rounds, every round faster), 1.046x and 1.055x at 32, 1.006-1.011x at 512 (three
-    runs). Without reading the sum from memory, the pool recomputed it (0.58-0.65x). The
-    pooled map is no longer read from memory (see the comment in the code): LeNet-5's
-    epoch without that, side by side, 1.025x at batch 128, 0.968x at 512, 1.00x at 32.
+    up to the order of the sums. The sum is read from memory before the pool, which would
+    otherwise recompute it; the pooled map is not (see the comment in the code).
 
     Example:
       >>> import jax, jax.numpy as jnp
@@ -471,8 +447,7 @@ def _fused_fwd(x, w, pads, window):
         best = jnp.where(later_is_larger, tap, best)
         which = jnp.where(later_is_larger, jnp.int8(k), which)
     # Not behind _materialized's conditional: with it, LeNet-5 on 2 CPU devices in one
-    # process drifted from the one-device numbers in 3 runs of 4, differently each run (a
-    # race; none with one core), though batch 512 was 3% faster with it.
+    # process drifts from the one-device numbers, differently from run to run (a race).
     out = jnp.transpose(best, (0, 2, 3, 1))
     # the choices laid out as the backward pass reads them: (ph, pw, n, c)
     return out, (x, w, jnp.transpose(which, (2, 3, 0, 1)))

@@ -18,6 +18,8 @@ import pytest
 import models
 from benchmarks import _common
 
+pytestmark = pytest.mark.slow  # each runs a benchmark end to end
+
 ROW_KEYS = {
     "optimizer_overhead": {"model", "optimizer", "batch_size", "median_step_ms"},
     "persistency_throughput": {"model", "batch_size", "K", "loop", "images_per_s"},

@@ -31,6 +31,20 @@ from train.workdir_lock import WorkdirBusy, WorkdirLock
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(autouse=True)
+def _as_under_the_cli():
+    """Each test runs with the CLI's log filters (train.platform.log_noise), removed after."""
+    from train.platform import log_noise
+
+    loggers = [logging.getLogger(name) for name in ("absl", "asyncio")]
+    before = [logger.filters[:] for logger in loggers], sys.unraisablehook
+    log_noise.install()
+    yield
+    for logger, filters in zip(loggers, before[0], strict=True):
+        logger.filters[:] = filters
+    sys.unraisablehook = before[1]
+
+
 def _arrays(value: float, size: int = 6) -> dict:
     return {
         "step": jnp.int32(np.nan_to_num(value)),
@@ -188,6 +202,7 @@ def _kill_during_first_save(directory: Path) -> list[str]:
     return _temporary(directory)
 
 
+@pytest.mark.slow
 def test_a_save_killed_mid_write_leaves_only_a_temporary_folder(tmp_path):
     directory = tmp_path / "checkpoints"
     (leftover,) = _kill_during_first_save(directory)
@@ -294,6 +309,8 @@ def test_a_full_disk_fails_with_one_line_and_keeps_older_checkpoints(tmpfs, capf
 _FILL_DISK_THEN_DAMAGE = """
 import pathlib, sys, numpy as np, jax.numpy as jnp
 from train.checkpoints import Checkpointer, CheckpointError
+from train.platform import log_noise
+log_noise.install()
 ckpt = Checkpointer(sys.argv[1])
 arrays = lambda epoch: {"w": jnp.asarray(np.random.default_rng(epoch).random(100_000, np.float32))}
 for epoch in (1, 2, 3):
@@ -309,9 +326,11 @@ print(epoch, skipped)
 """
 
 
+@pytest.mark.slow
 def test_faults_print_nothing_on_stderr_outside_pytest(tmpfs):
-    """As the CLI meets them: outside pytest, orbax's absl log lines and tensorstore's late
-    callbacks would reach stderr (pytest captures both before ``capfd`` sees them)."""
+    """As the CLI meets them (with its log filters): outside pytest, orbax's absl log lines
+    and tensorstore's late callbacks would reach stderr (pytest captures both before
+    ``capfd`` sees them)."""
     result = subprocess.run(
         [sys.executable, "-c", _FILL_DISK_THEN_DAMAGE, str(tmpfs / "checkpoints")],
         cwd=REPO,
@@ -368,6 +387,7 @@ def _take_lock(workdir: Path) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow
 def test_a_second_process_cannot_take_a_busy_workdir(tmp_path):
     workdir = tmp_path / "run"
     with WorkdirLock(workdir):
@@ -386,6 +406,7 @@ def test_a_second_process_cannot_take_a_busy_workdir(tmp_path):
     assert (result.returncode, result.stdout) == (0, "locked\n"), result
 
 
+@pytest.mark.slow
 def test_a_killed_holder_leaves_no_stale_lock(tmp_path):
     workdir = tmp_path / "run"
     holder = subprocess.Popen(
@@ -446,9 +467,9 @@ def test_a_failed_save_waits_for_orbax_writers_and_drops_their_reports(
     tmp_path, monkeypatch, outlives_the_wait
 ):
     """A save that fails can leave orbax writer threads running; when the process exited
-    first, one printed a traceback after the CLI's one-line error (seen once in CI).
-    After the failure they are waited for (bounded) and their reports are dropped, also
-    those of a writer that outlives the wait."""
+    first, one printed a traceback after the CLI's one-line error. After the failure they
+    are waited for (bounded), and the CLI's log filters drop their reports, also those of
+    a writer that outlives the wait."""
     from train import checkpoints
 
     if outlives_the_wait:

@@ -172,6 +172,7 @@ def test_synthetic_run_writes_metrics_config_and_checkpoints(synthetic_run):
     assert config["derived"]["image_shape"] == [8, 8, 1]
 
 
+@pytest.mark.slow
 def test_fashion_mnist_subset_run(tmp_path, capsys):
     """One epoch of LeNet-5 (the default model) on 200 Fashion-MNIST images, K = 2."""
     if not FASHION_MNIST_FILE.exists():
@@ -200,6 +201,7 @@ def test_fashion_mnist_subset_run(tmp_path, capsys):
     assert "max-value" in out  # the summary table
 
 
+@pytest.mark.slow
 def test_resume_gives_the_numbers_of_an_uninterrupted_run(synthetic_run, tmp_path):
     """2 epochs in one go == 1 epoch (the shared run) + ``--resume --epochs 2``."""
     straight = tmp_path / "straight"
@@ -248,12 +250,14 @@ def test_resume_of_a_finished_run_trains_nothing(synthetic_run, tmp_path, capsys
     ],
     ids=["model", "optimizer", "schedule", "dataset", "persistency-0", "batch-size", "resume"],
 )
+@pytest.mark.slow
 def test_bad_flags_fail_with_one_line(args, needle):
     result = _run_module(*args, "--no-progress")
     assert result.returncode == 2
     _assert_one_line_error(result, needle)
 
 
+@pytest.mark.slow
 def test_missing_data_set_fails_with_one_line_listing_the_ways_to_get_it(tmp_path):
     """``--dataset mnist --data-dir EMPTY``: no IDX files; TFDS (if installed) has nothing
     prepared there and cannot download (network access is cut through the proxy vars)."""
@@ -273,6 +277,7 @@ def test_missing_data_set_fails_with_one_line_listing_the_ways_to_get_it(tmp_pat
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
+@pytest.mark.slow
 def test_corrupted_checkpoint_fails_with_one_line(synthetic_run, tmp_path):
     """Garbage in the array data files of the checkpoint (orbax's OCDBT ``d/`` files, the
     metadata intact): the reads fail inside orbax's asynchronous restore, and ``--resume``
@@ -326,6 +331,7 @@ def _interrupted_run(workdir: Path, signals: int) -> tuple[subprocess.CompletedP
     return result, checkpoints.Checkpointer(workdir / "checkpoints").latest_epoch()
 
 
+@pytest.mark.slow
 def test_ctrl_c_finishes_and_saves_the_running_epoch_then_resumes(tmp_path):
     workdir = tmp_path / "run"
     result, saved = _interrupted_run(workdir, signals=1)
@@ -342,6 +348,7 @@ def test_ctrl_c_finishes_and_saves_the_running_epoch_then_resumes(tmp_path):
     assert [r["epoch"] for r in _records(workdir)] == list(range(1, saved + 2))
 
 
+@pytest.mark.slow
 def test_a_second_ctrl_c_keeps_metrics_and_checkpoints_in_step(tmp_path):
     """Aborted mid-epoch or stopped after it (a race), the files agree and resume works."""
     workdir = tmp_path / "run"
@@ -374,6 +381,7 @@ def test_stop_after_epoch_asks_first_and_aborts_on_the_second_signal():
     assert finished
 
 
+@pytest.mark.slow
 def test_workdir_holding_a_run_needs_resume_or_overwrite(synthetic_run):
     before = (synthetic_run / "metrics.jsonl").read_text()
     result = _run_module(*SYNTHETIC, "--workdir", str(synthetic_run))
@@ -403,6 +411,7 @@ for num_devices, workdir in (("1", sys.argv[1]), ("8", sys.argv[2])):
 """
 
 
+@pytest.mark.slow
 def test_eight_devices_give_the_single_device_numbers(tmp_path):
     """Data parallelism over 8 fake CPU devices (batch norm statistics, gradient all-reduce
     and adaptive eta across the shards) reproduces the single-device run; with the data set

@@ -1,4 +1,4 @@
-"""train.cpu_scheduling: a multi-process CPU run puts all its threads under SCHED_BATCH.
+"""train.platform.cpu_scheduling: a multi-process CPU run puts all its threads under SCHED_BATCH.
 
 Each check runs in fresh processes, so that the test process keeps its own scheduling.
 """
@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.test_scaling import _free_port
-from train import cpu_scheduling
+from train.platform import cpu_scheduling
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.skipif(not hasattr(os, "SCHED_BATCH"), reason="SCHED_BATCH is Linux's")
@@ -23,7 +23,7 @@ pytestmark = pytest.mark.skipif(not hasattr(os, "SCHED_BATCH"), reason="SCHED_BA
 THREADS = """
 import json, os, threading
 from tests.test_scaling import _free_port
-from train import cpu_scheduling
+from train.platform import cpu_scheduling
 os.nice(3)
 stop = threading.Event()
 before = threading.Thread(target=stop.wait)
@@ -50,6 +50,7 @@ def _run(script: str, **env: str) -> subprocess.CompletedProcess:
     )  # fmt: skip
 
 
+@pytest.mark.slow
 def test_every_thread_started_before_or_after_is_batch_and_keeps_its_nice_value():
     out = _run(THREADS)
     assert out.returncode == 0, out.stderr[-2000:]
@@ -60,17 +61,18 @@ def test_every_thread_started_before_or_after_is_batch_and_keeps_its_nice_value(
 
 
 def test_opting_out_changes_nothing():
-    out = _run(THREADS, **{cpu_scheduling.OPT_OUT: "0"})
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert json.loads(out.stdout)[:2] == [0, [os.SCHED_OTHER]]
+    assert cpu_scheduling.apply({cpu_scheduling.OPT_OUT: "0"}) == 0
+    assert cpu_scheduling.policies() == {os.SCHED_OTHER}
 
 
 JOIN = """
 import sys, jax, jax.numpy as jnp, numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
-from train import cpu_scheduling, distributed
+from train import distributed
+from train.platform import cpu_scheduling
 from train.config import Config
 port, process_id = sys.argv[1:3]
+cpu_scheduling.apply()  # as train.cli.main does, before jax starts its threads
 distributed.initialize(Config(
     coordinator_address=f"localhost:{port}", num_processes=2, process_id=int(process_id)))
 mesh = Mesh(np.array(jax.devices()), ("data",))
@@ -82,6 +84,7 @@ print(float(total.addressable_shards[0].data[0, 0]), sorted(cpu_scheduling.polic
 """
 
 
+@pytest.mark.slow
 def test_the_processes_of_a_cpu_run_and_all_their_threads_are_batch_scheduled():
     port = _free_port()
     children = [
@@ -105,10 +108,26 @@ def test_the_processes_of_a_cpu_run_and_all_their_threads_are_batch_scheduled():
 @pytest.mark.parametrize(
     ("platforms", "cpu_only"), [("cpu", True), ("cpu,cuda", False), ("tpu", False)]
 )
-def test_only_a_run_on_the_cpu_alone_changes_its_scheduling(platforms, cpu_only):
-    """``train.distributed`` decides before any backend starts (a GPU run is left alone)."""
-    out = _run(
-        "from train import distributed; print(distributed._cpu_only())", JAX_PLATFORMS=platforms
-    )
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.split() == [str(cpu_only)]
+def test_only_a_run_on_the_cpu_alone_changes_its_scheduling(monkeypatch, platforms, cpu_only):
+    """Decided from the platforms named, before any backend starts (a GPU run is left
+    alone)."""
+    assert cpu_scheduling.cpu_only(platforms) == cpu_only
+    if not cpu_only:  # (on the CPU it would switch this test process)
+        monkeypatch.setattr(cpu_scheduling, "cpu_only", lambda: False)
+        assert cpu_scheduling.apply() == 0
+        assert cpu_scheduling.policies() == {os.SCHED_OTHER}
+
+
+def test_the_cli_applies_it_to_a_multi_process_run_alone(monkeypatch):
+    """``main`` switches before the run (and so before jax starts its threads), and only
+    for a run of several processes."""
+    from train import cli
+
+    calls = []
+    monkeypatch.setattr(cpu_scheduling, "apply", lambda: calls.append("apply") or 0)
+    monkeypatch.setattr(cli, "_main", lambda *args: calls.append("run") or 0)
+    assert cli.main(["--num-processes", "2", "--coordinator-address", "localhost:1"]) == 0
+    assert calls == ["apply", "run"]
+    calls.clear()
+    assert cli.main(["--epochs", "1"]) == 0
+    assert calls == ["run"]

@@ -128,6 +128,7 @@ def test_idx_set_with_bad_labels_or_sizes_names_the_file(tmp_path):
     assert paths["t10k-images"] in str(info.value)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(
     data.idx.find_idx_files(data.DEBIAN_FASHION_MNIST_DIR, "train") is None,
     reason="Debian's dataset-fashion-mnist package is not installed",

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # every test runs `python -m train` in subprocesses
+
 REPO = Path(__file__).resolve().parents[1]
 PROG = "python -m train"
 TINY = [

@@ -296,6 +296,7 @@ def _start(devices: int, cache: Path) -> tuple[list, subprocess.Popen]:
     return rows, process
 
 
+@pytest.mark.slow
 def test_every_row_trains(tmp_path):
     # Both subprocesses at once: on 2 cores the test takes about the time of one.
     started = [_start(devices, tmp_path / f"cache-{devices}") for devices in (1, 2)]

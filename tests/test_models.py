@@ -111,7 +111,15 @@ def test_output_shape_and_collections(name, shape):
     assert set(variables) == expected
 
 
-@pytest.mark.parametrize("name", [*models.MODEL_NAMES, "tiny"])
+# VGG16's and ResNet-34's forward passes take seconds to compile: out of `make test-fast`.
+_LARGE = ("vgg16", "resnet34")
+
+
+@pytest.mark.parametrize(
+    "name",
+    [pytest.param(n, marks=pytest.mark.slow) if n in _LARGE else n for n in models.MODEL_NAMES]
+    + ["tiny"],
+)
 def test_forward_pass_is_finite_and_input_dependent(name):
     model = models.create(name, 10)
     x = jax.random.uniform(jax.random.key(1), (2, 32, 32, 3))

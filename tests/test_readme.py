@@ -171,6 +171,7 @@ def test_substitutions():
     assert not _allowed(["rm", "-rf", "/"]) and _train_args(["rm", "-rf", "/"]) is None
 
 
+@pytest.mark.slow
 def test_every_train_command_runs(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     ran = 0

@@ -157,6 +157,7 @@ print("ok")
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", ["tiny", "cifar_quick"])
 def test_four_devices_hold_a_quarter_each_and_train_on_the_documented_batches(model):
     """Sharded over 4 fake devices: each device holds N/4 examples (from the shardings), the
@@ -238,6 +239,7 @@ def _one_line(stderr: str) -> str:
     return lines[0]
 
 
+@pytest.mark.slow
 def test_two_processes_give_the_four_device_numbers_through_a_kill_and_resume(
     tmp_path, monkeypatch
 ):
@@ -293,6 +295,7 @@ def test_two_processes_give_the_four_device_numbers_through_a_kill_and_resume(
     assert_same_numbers(got, expected)
 
 
+@pytest.mark.slow
 def test_two_processes_give_the_four_device_numbers_without_batch_norm(tmp_path):
     """A model without batch norm takes its gradients shard by shard and adds them up in
     one flat all-reduce (:func:`train.loop.train_step`): across 2 processes x 2 devices
@@ -307,6 +310,7 @@ def test_two_processes_give_the_four_device_numbers_without_batch_norm(tmp_path)
     assert_same_numbers(got, expected)
 
 
+@pytest.mark.slow
 def test_bad_input_ends_every_process_with_one_line(tmp_path):
     """A batch size that the 4 devices of 2 processes do not divide, and a process whose
     process count disagrees with the coordinator's: one line and exit 1 in each process."""
@@ -324,6 +328,7 @@ def test_bad_input_ends_every_process_with_one_line(tmp_path):
         assert code == 1 and who in line and "--num-processes 3 (process 0: 2)" in line, line
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("started", [(0,), (1,), (0, 1)], ids=["0", "1", "0+1"])
 def test_a_missing_process_ends_every_started_one_with_one_line_after_the_timeout(
     tmp_path, started
@@ -390,6 +395,7 @@ def test_chunked_epochs_give_the_resident_numbers(monkeypatch):
             assert mine[key] == pytest.approx(theirs[key], rel=1e-6), key
 
 
+@pytest.mark.slow
 def test_a_data_parallel_step_of_lenet5_takes_one_all_reduce_of_one_buffer():
     """Every collective of a step is a round trip between processes (gloo on localhost: 0.8
     ms for a scalar on 2 cores), and gloo reduces each array of a tuple on its own, so
@@ -457,6 +463,7 @@ print("ok")
 """
 
 
+@pytest.mark.slow
 def test_lenet5_on_two_devices_trains_as_on_one_in_every_run():
     """LeNet-5 (its fused first layer) on 2 CPU devices with both cores busy: 64 steps of
     plain SGD on Fashion-MNIST give one device's loss and conv1 kernel, up to the order

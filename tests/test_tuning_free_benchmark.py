@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from benchmarks import _common
 from benchmarks import tuning_free as tf
 
 ROW_KEYS = {"problem", "optimizer", "schedule", "seed", "test_accuracy", "time_to_target_s"}
 
 
+@pytest.mark.slow
 def test_smoke_grid_writes_the_results_in_the_issue_format(tmp_path):
     argv = [
         "--smoke",
@@ -73,6 +76,7 @@ def test_every_problem_states_its_rationale_and_reduced_sizes():
     }
 
 
+@pytest.mark.slow
 def test_ablations_run_into_their_own_report_and_are_never_peers(tmp_path):
     argv = [
         "--smoke",

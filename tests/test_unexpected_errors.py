@@ -112,6 +112,7 @@ def _planted_run(*args: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow
 def test_a_real_run_that_fails_unexpectedly_prints_one_line_and_writes_error_log(tmp_path):
     workdir = tmp_path / "run"
     result = _planted_run("--workdir", str(workdir))

@@ -73,6 +73,7 @@ def test_torch_nesterov_steps_equal_optax() -> None:
     )
 
 
+@pytest.mark.slow
 def test_smoke_run_writes_results(tmp_path: Path) -> None:
     assert vs_pytorch.main(["--smoke", "--out-dir", str(tmp_path)]) == 0
     md, js = _common.result_paths(tmp_path, "vs_pytorch")

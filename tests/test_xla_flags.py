@@ -1,4 +1,5 @@
-"""train.xla_flags: the training app's XLA:CPU flags reach XLA and yield to the user's own."""
+"""train.platform.xla_flags: the app's XLA:CPU flags reach XLA and yield to the user's own;
+importing ``train`` changes no process-wide setting (the CLI's ``main`` applies them)."""
 
 from __future__ import annotations
 
@@ -7,12 +8,17 @@ import subprocess
 import sys
 from pathlib import Path
 
-from train import xla_flags
+import pytest
+
+from train.platform import xla_flags
 
 ROOT = Path(__file__).resolve().parents[1]
 PROBE = """
 import os, re, jax, jax.numpy as jnp
-import train
+import pytest
+
+from train.platform import xla_flags
+xla_flags.apply()
 f = jax.jit(lambda a, b: jnp.tanh(a @ b) + 1.0)
 hlo = f.lower(jnp.ones((64, 64)), jnp.ones((64, 64))).compile().as_text()
 print(os.environ.get("XLA_FLAGS", ""))
@@ -30,21 +36,62 @@ def _run(**env: str) -> list[str]:
     return out.stdout.splitlines()
 
 
-def test_importing_train_sets_the_flags_and_xla_uses_them():
+@pytest.mark.slow
+def test_apply_sets_the_flags_and_xla_uses_them():
     flags, fusions = _run()
     assert flags.split() == list(xla_flags.CPU_FLAGS)
     assert fusions == "custom-fusions 0"  # no XNNPACK/YNNPACK library fusion was formed
 
 
 def test_a_users_own_flag_wins_and_others_are_kept():
-    flags, _ = _run(XLA_FLAGS="--xla_cpu_experimental_xnn_fusion_type=dot --xla_cpu_ftz=false")
-    assert flags.split() == [
+    env = {"XLA_FLAGS": "--xla_cpu_experimental_xnn_fusion_type=dot --xla_cpu_ftz=false"}
+    assert xla_flags.apply(env) == ("--xla_cpu_experimental_ynn_fusion_type=",)
+    assert env["XLA_FLAGS"].split() == [
         "--xla_cpu_experimental_ynn_fusion_type=",
         "--xla_cpu_experimental_xnn_fusion_type=dot",
         "--xla_cpu_ftz=false",
     ]
 
 
-def test_opting_out_sets_nothing():
-    flags, _ = _run(**{xla_flags.OPT_OUT: "0"})
-    assert flags == ""
+@pytest.mark.parametrize(
+    "env", [{xla_flags.OPT_OUT: "0"}, {xla_flags.OPT_OUT: " Off"}, {"JAX_PLATFORMS": "cuda"}]
+)
+def test_opting_out_or_another_platform_sets_nothing(env):
+    assert xla_flags.apply(env) == ()
+    assert "XLA_FLAGS" not in env
+
+
+IMPORT_ALL = """
+import importlib, logging, os, pkgutil, sys
+hook = sys.unraisablehook
+import train, models
+for package in (train, models):
+    for module in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
+        if module.name not in ("train.__main__", "train.cli"):
+            importlib.import_module(module.name)
+import train.cli
+import jax.numpy as jnp
+jnp.ones(2).block_until_ready()
+print(repr(os.environ.get("XLA_FLAGS")), os.sched_getscheduler(0))
+print([n for n in ("absl", "asyncio") if logging.getLogger(n).filters])
+print(sys.unraisablehook is hook)
+"""
+
+
+@pytest.mark.slow
+def test_importing_train_and_models_changes_no_process_wide_setting():
+    out = subprocess.run(
+        [sys.executable, "-c", IMPORT_ALL],
+        env={**{k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}, "JAX_PLATFORMS": "cpu",
+             "PYTHONPATH": str(ROOT)},
+        cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.splitlines() == [f"None {os.SCHED_OTHER}", "[]", "True"]
+
+
+def test_in_effect_reports_the_flags_xla_flags_names():
+    env = {"XLA_FLAGS": "--xla_dump_to=/d"}
+    assert xla_flags.in_effect(env) == ()
+    assert xla_flags.apply(env) == xla_flags.CPU_FLAGS
+    assert xla_flags.in_effect(env) == xla_flags.CPU_FLAGS

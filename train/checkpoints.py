@@ -12,8 +12,9 @@ Saving is synchronous: when :meth:`Checkpointer.save` returns, the checkpoint is
 recorded in the checkpoint's orbax step metadata (``custom_metadata={"finite": ...}``), so
 that rotation never deletes the newest finite checkpoint, across restarts too.
 
-Every failure is a :class:`CheckpointError` with a one-line message; orbax's log lines
-and tracebacks stay off stderr.
+Every failure is a :class:`CheckpointError` with a one-line message; the log lines and
+tracebacks that orbax and tensorstore print about it are dropped by
+:func:`train.platform.log_noise.install`.
 """
 
 from __future__ import annotations
@@ -21,14 +22,11 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
-import logging
 import os
 import re
 import shutil
-import sys
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import jax
@@ -154,25 +152,21 @@ class Checkpointer:
         """
         path = os.path.join(self.directory, str(epoch))
         try:
-            with _quiet():
-                if _is_primary():
-                    os.makedirs(self.directory, exist_ok=True)
-                    for old in self.epochs():
-                        if old >= epoch:
-                            _remove(os.path.join(self.directory, str(old)))
-                            self._finite.pop(old, None)
-                    self._remove_temporary(epoch)
-                self._orbax.save(
-                    path,
-                    args=ocp.args.Composite(
-                        state=ocp.args.StandardSave(arrays), meta=ocp.args.JsonSave(meta)
-                    ),
-                    custom_metadata={"finite": bool(finite)},
-                )
+            if _is_primary():
+                os.makedirs(self.directory, exist_ok=True)
+                for old in self.epochs():
+                    if old >= epoch:
+                        _remove(os.path.join(self.directory, str(old)))
+                        self._finite.pop(old, None)
+                self._remove_temporary(epoch)
+            self._orbax.save(
+                path,
+                args=ocp.args.Composite(
+                    state=ocp.args.StandardSave(arrays), meta=ocp.args.JsonSave(meta)
+                ),
+                custom_metadata={"finite": bool(finite)},
+            )
         except Exception as error:  # orbax and tensorstore raise many types
-            # orbax's writer threads may report the same failure later, after the CLI's
-            # one-line error: drop every absl record about this save's folders.
-            logging.getLogger("absl").addFilter(_DropReportsAbout(f"{path}{TEMPORARY_MARK}"))
             self._abandon(epoch)
             raise CheckpointError(self._save_failure(epoch, arrays, meta, error)) from None
         self._finite[epoch] = bool(finite)
@@ -220,31 +214,24 @@ class Checkpointer:
                         _remove(os.path.join(self.directory, name))
 
     def _abandon(self, epoch: int) -> None:
-        """After a failed save: removes its temporary folder, drops orbax's state.
+        """After a failed save: drops orbax's state, removes the save's temporary folder.
 
         orbax's save may raise while some of its writer threads still run (a full disk:
-        one write fails, the array metadata's is still going). They are waited for here
-        (at most :data:`_WRITER_WAIT_S`), so that their reports of the same failure are
-        dropped with the save's; were they still running when the process exits, they
-        would print a traceback after the one-line error ("cannot schedule new futures
-        after shutdown", seen once in CI). The records of any that outlive the wait are
-        dropped too (:class:`_DropReportsFrom`), and so are those of writers that the
-        save's threads start while they are waited for.
+        one write fails, the array metadata's is still going), and a writer may start
+        another. They are waited for here (at most :data:`_WRITER_WAIT_S`), so that none
+        writes into the temporary folder after it is removed, and none is still running
+        when the process exits.
         """
-        drop = _DropReportsFrom(())  # while _quiet() drops every record: the writers left
-        logging.getLogger("absl").addFilter(drop)
         deadline = time.monotonic() + _WRITER_WAIT_S
-        with _quiet():
-            if self._checkpointer is not None:
-                with contextlib.suppress(Exception):
-                    self._checkpointer.close()
-                self._checkpointer = None
-            while True:  # until no writer is left, or the wait is over
-                writers = _orbax_threads()
-                drop.add(writers)
-                if not writers or time.monotonic() >= deadline:
-                    break
-                _join(writers, deadline - time.monotonic())
+        if self._checkpointer is not None:
+            with contextlib.suppress(Exception):
+                self._checkpointer.close()
+            self._checkpointer = None
+        while True:  # until no writer is left, or the wait is over
+            writers = _orbax_threads()
+            if not writers or time.monotonic() >= deadline:
+                break
+            _join(writers, deadline - time.monotonic())
         if _is_primary():
             self._remove_temporary(epoch)
 
@@ -323,19 +310,17 @@ class Checkpointer:
         if not os.path.isdir(path):
             raise _Unreadable("no such checkpoint")
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
-        _drop_closed_loop_reports()
         try:
-            with _quiet():
-                # The arrays' own metadata first: without it orbax would restore a subset of
-                # the stored tree, and it casts dtypes silently.
-                stored = _stored_arrays(path)
-                _check_same_arrays(stored, abstract)
-                restored = self._orbax.restore(
-                    path,
-                    args=ocp.args.Composite(
-                        state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()
-                    ),
-                )
+            # The arrays' own metadata first: without it orbax would restore a subset of the
+            # stored tree, and it casts dtypes silently.
+            stored = _stored_arrays(path)
+            _check_same_arrays(stored, abstract)
+            restored = self._orbax.restore(
+                path,
+                args=ocp.args.Composite(
+                    state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()
+                ),
+            )
         except _Unreadable:
             raise
         except Exception as error:  # orbax and tensorstore raise many types
@@ -352,8 +337,7 @@ class Checkpointer:
     def close(self) -> None:
         """Releases orbax's resources (a later call reopens them)."""
         if self._checkpointer is not None:
-            with _quiet():
-                self._checkpointer.close()
+            self._checkpointer.close()
             self._checkpointer = None
 
 
@@ -493,113 +477,3 @@ def _join(threads: list[threading.Thread], timeout: float) -> None:
     deadline = time.monotonic() + timeout
     for t in threads:
         threading.Thread.join(t, max(0.0, deadline - time.monotonic()))
-
-
-class _DropReportsFrom(logging.Filter):
-    """Drops the log records of the given threads (a failed save's orbax writers), known by
-    their ident and name: the system reuses the ident of a thread that ended, so a later
-    thread of another name keeps its records.
-
-    Example:
-      >>> record = logging.LogRecord("absl", 40, "", 0, "write failed", None, None)
-      >>> me = threading.current_thread()
-      >>> _DropReportsFrom([me]).filter(record), _DropReportsFrom([]).filter(record)
-      (False, True)
-      >>> record.threadName = "a later thread with the same ident"
-      >>> _DropReportsFrom([me]).filter(record)
-      True
-    """
-
-    def __init__(self, threads: Any) -> None:
-        super().__init__()
-        self.threads: frozenset[tuple[int, str]] = frozenset()
-        self.add(threads)
-
-    def add(self, threads: Any) -> None:
-        """Drops the records of ``threads`` too (one assignment: safe while others log)."""
-        new = {(t.ident, t.name) for t in threads if t.ident is not None}
-        self.threads = self.threads | new
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return (record.thread, record.threadName) not in self.threads
-
-
-class _Drop(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return False
-
-
-class _DropReportsAbout(logging.Filter):
-    """Drops the log records whose message names ``text`` (a failed save's folder).
-
-    Example:
-      >>> drop = _DropReportsAbout("/ckpt/3.orbax-checkpoint-tmp")
-      >>> record = lambda msg: logging.LogRecord("absl", 40, "", 0, msg, None, None)
-      >>> drop.filter(record("Error writing /ckpt/3.orbax-checkpoint-tmp/state")), drop.filter(
-      ...     record("another message"))
-      (False, True)
-    """
-
-    def __init__(self, text: str) -> None:
-        super().__init__()
-        self.text = text
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return self.text not in record.getMessage()
-
-
-@contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-    """Keeps orbax's absl log lines (errors with tracebacks, warnings) off stderr."""
-    logger = logging.getLogger("absl")
-    drop = _Drop()
-    logger.addFilter(drop)
-    try:
-        yield
-    finally:
-        logger.removeFilter(drop)
-
-
-def _drop_closed_loop_reports() -> None:
-    """Keeps a failed restore's stray tracebacks off stderr (installs a filter once).
-
-    When one array of a damaged checkpoint cannot be read, orbax's restore raises and closes
-    its asyncio event loop while tensorstore's other reads are still in flight; as they
-    finish, their callbacks find the loop closed and Python prints each
-    ``RuntimeError('Event loop is closed')`` as a traceback through ``sys.unraisablehook``,
-    after the CLI's one-line error. This filter drops exactly those reports and passes every
-    other one on to the previous hook.
-    """
-    previous = sys.unraisablehook
-    if getattr(previous, "drops_closed_loop_reports", False):
-        return
-
-    def hook(unraisable: Any) -> None:
-        error = unraisable.exc_value
-        if isinstance(error, RuntimeError) and str(error) == "Event loop is closed":
-            return
-        previous(unraisable)
-
-    hook.drops_closed_loop_reports = True  # type: ignore[attr-defined]
-    sys.unraisablehook = hook
-
-
-class _DropAbandonedReads(logging.Filter):
-    """Drops asyncio's "<future class> exception was never retrieved" reports: the reads
-    that a failed restore of a damaged checkpoint abandoned, and the writes of a save that
-    failed on a full disk (orbax's ``_GatheringFuture``), reported when the process exits,
-    after the run's one-line error.
-
-    Example:
-      >>> record = lambda msg: logging.LogRecord("asyncio", 40, "", 0, msg, None, None)
-      >>> drop = _DropAbandonedReads()
-      >>> [drop.filter(record(m)) for m in ("Future exception was never retrieved",
-      ...     "_GatheringFuture exception was never retrieved", "Task was destroyed")]
-      [False, False, True]
-    """
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return re.match(r"\w*Future exception was never retrieved", str(record.msg)) is None
-
-
-logging.getLogger("asyncio").addFilter(_DropAbandonedReads())

@@ -241,6 +241,10 @@ def main(argv: Sequence[str] | None = None) -> int:
       >>> main(["--persistency", "0"])
       2
     """
+    from train.platform import cpu_scheduling, log_noise, xla_flags
+
+    xla_flags.apply()  # before anything starts jax's backends
+    log_noise.install()
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = DEBUG_FLAG in argv
     argv = [arg for arg in argv if arg != DEBUG_FLAG]
@@ -262,6 +266,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from train import distributed
 
+    if distributed.requested(config):
+        cpu_scheduling.apply()  # before jax starts its threads, which inherit the policy
     code = _main(config, argv, debug)
     if distributed.active() and code != 0:
         distributed.exit_now(code)  # a peer may be dead: no shutdown barrier

@@ -3,9 +3,9 @@
 ``python -m train --coordinator-address HOST:PORT --num-processes P --process-id I`` (or,
 with none of the three, JAX's own detection on SLURM and the other clusters it knows,
 when the job has several tasks) calls ``jax.distributed.initialize`` before anything
-touches a device; on CPU it selects the gloo collectives first and puts the process under
-``SCHED_BATCH`` (:mod:`train.cpu_scheduling`). Every process then runs
-the same :func:`train.run.run` over a mesh of all devices.
+touches a device; on CPU it selects the gloo collectives first (:func:`train.cli.main`
+has put the process under ``SCHED_BATCH`` already: :mod:`train.platform.cpu_scheduling`).
+Every process then runs the same :func:`train.run.run` over a mesh of all devices.
 
 What plain ``jax.distributed`` does not give, built on its key-value store:
 
@@ -21,10 +21,8 @@ What plain ``jax.distributed`` does not give, built on its key-value store:
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import json
 import os
-import pkgutil
 import socket
 import sys
 import threading
@@ -33,7 +31,6 @@ from typing import Any
 
 import jax
 
-from train import cpu_scheduling
 from train.config import Config
 
 _PREFIX = "polyak_optax/train"
@@ -75,8 +72,6 @@ def initialize(config: Config) -> None:
         raise DistributedError("--num-processes: needs --coordinator-address HOST:PORT")
     if jax.config.jax_platforms in (None, "", "cpu") or "cpu" in str(jax.config.jax_platforms):
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
-        if _cpu_only():  # before jax starts its threads, which inherit the policy
-            cpu_scheduling.apply()
     deadline = time.monotonic() + timeout
     if config.coordinator_address is not None and config.process_id not in (None, 0):
         _wait_for_coordinator(config.coordinator_address, timeout, deadline)
@@ -131,6 +126,8 @@ def _watch_the_join(deadline: float, message: str) -> Any:
                 return
             sys.stdout.flush()
             print(f"python -m train: error: {message}", file=sys.stderr, flush=True)
+            # The main thread is blocked inside jaxlib, where no exception reaches it, and a
+            # normal exit would wait for it: only _exit ends the process.
             os._exit(1)
 
     def joined() -> None:
@@ -139,21 +136,6 @@ def _watch_the_join(deadline: float, message: str) -> Any:
 
     threading.Thread(target=watch, name="join-watchdog", daemon=True).start()
     return joined
-
-
-def _cpu_only() -> bool:
-    """Whether this process will run on the CPU alone: ``JAX_PLATFORMS`` says so, or it is
-    unset and no GPU or TPU plugin is installed (decided without starting a backend)."""
-    named = [p.strip() for p in str(jax.config.jax_platforms or "").split(",") if p.strip()]
-    if named:
-        return named == ["cpu"]
-    try:
-        import jax_plugins  # the namespace of the CUDA and ROCm plugins
-    except ImportError:
-        plugins = False
-    else:
-        plugins = any(True for _ in pkgutil.iter_modules(jax_plugins.__path__))
-    return not plugins and importlib.util.find_spec("libtpu") is None
 
 
 def _wait_for_coordinator(address: str, timeout: float, deadline: float) -> None:
@@ -301,4 +283,6 @@ def exit_now(code: int) -> None:
     sys.stderr.flush()
     if process_index() == 0:
         time.sleep(1.0)  # the coordinator: let the others read the failure first
+    # A normal exit runs jax.distributed's shutdown, a barrier that a dead or failed peer
+    # never reaches (it would wait --barrier-timeout seconds, then abort with a trace).
     os._exit(code)

@@ -312,10 +312,9 @@ def _loss_and_grads_by_shard(
 
     Why: left to XLA's partitioner the step all-reduces a tuple of 10 arrays (LeNet-5),
     and between processes the CPU collectives (gloo) reduce each array on its own, a ring
-    of round trips per array. On 2 CPU cores (2026-12-01), LeNet-5 at batch 128 went from
-    36 to 19 ms a step in 2 processes x 2 devices, from 25 to 15 ms in 2 x 1, and from
-    13.7 to 13.2 ms in one process of 4 devices. The sums are the same sums in another
-    order: the numbers agree up to float rounding.
+    of round trips per array; one flat buffer is one ring (the timings are in
+    ``benchmarks/NOTES.md``, scaling). The sums are the same sums in another order: the
+    numbers agree up to float rounding.
     """
     axis = data_sharding.spec[0]
     scale = 1.0 / images.shape[0]  # the global batch: the parts add up to the mean

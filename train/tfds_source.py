@@ -9,10 +9,7 @@ becomes one message that the caller extends with the other sources.
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import os
-from collections.abc import Iterator
 
 import numpy as np
 
@@ -35,18 +32,6 @@ def _can_download(timeout: float = 3.0) -> bool:
     except (OSError, ValueError):
         return False
     return True
-
-
-@contextlib.contextmanager
-def _quiet_absl() -> Iterator[None]:
-    """Hides absl warnings (TFDS's "no dataset_info.json" when nothing is prepared)."""
-    logger = logging.getLogger("absl")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
 
 
 class TfdsUnavailable(Exception):
@@ -114,9 +99,8 @@ def load_tfds(
         )
 
     try:
-        try:  # prepared data: no network needed; the probe's own warnings are noise
-            with _quiet_absl():
-                train, test = source(download=False)
+        try:  # prepared data: no network needed
+            train, test = source(download=False)
         except Exception:
             if not download:
                 raise

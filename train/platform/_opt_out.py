@@ -1,7 +1,7 @@
 """The environment switches that turn off one of the training app's automatic settings.
 
-``POLYAK_OPTAX_XLA_CPU_FLAGS`` (:mod:`train.xla_flags`) and ``POLYAK_OPTAX_SCHED_BATCH``
-(:mod:`train.cpu_scheduling`) read alike: unset or any other value keeps the setting on;
+``POLYAK_OPTAX_XLA_CPU_FLAGS`` (:mod:`train.platform.xla_flags`) and ``POLYAK_OPTAX_SCHED_BATCH``
+(:mod:`train.platform.cpu_scheduling`) read alike: unset or any other value keeps the setting on;
 ``0``, ``false``, ``no`` or ``off`` (any case, surrounding spaces ignored) turns it off.
 """
 

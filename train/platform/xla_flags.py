@@ -1,18 +1,17 @@
 """XLA:CPU flags of the training app, set in ``XLA_FLAGS`` before jax starts its backends.
 
-Imported first by :mod:`train` (so ``python -m train``, every benchmark and every import of
-``train.*`` get them). XLA reads ``XLA_FLAGS`` once, when jax creates its first backend
-(the first ``jax.devices()`` or computation), not when ``jax`` is imported; a process that
-has already run jax code before importing :mod:`train` keeps its flags and nothing here
-changes (``APPLIED`` is then empty).
+:func:`apply` is called by :func:`train.cli.main` and by each benchmark's entry point,
+before anything runs jax code. XLA reads ``XLA_FLAGS`` once, when jax creates its first
+backend (the first ``jax.devices()`` or computation), not when ``jax`` is imported; in a
+process that has already run jax code :func:`apply` changes nothing and returns ``()``.
 
-The flags (measured on a 2-core CPU, see ``benchmarks/results/vs_pytorch-cpu.md``):
+The flags (the timings are in ``benchmarks/results/vs_pytorch-cpu.md``):
 
 * ``--xla_cpu_experimental_ynn_fusion_type=`` and ``--xla_cpu_experimental_xnn_fusion_type=``
   (empty: no fusion kinds) stop XLA:CPU from handing fusions of the training step to its
   YNNPACK/XNNPACK library fusions, which on these small convolutional networks run several
-  times slower than XLA's own code and Eigen's convolutions (LeNet-5's epoch 2-3x slower).
-  Numerics stay float32 IEEE: nothing here enables fast math.
+  times slower than XLA's own code and Eigen's convolutions. Numerics stay float32 IEEE:
+  nothing here enables fast math.
 
 Only XLA:CPU reads ``xla_cpu_*`` flags, so GPU and TPU compilations are unaffected; with
 ``JAX_PLATFORMS`` naming no ``cpu`` the flags are not set at all.
@@ -25,11 +24,11 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import MutableMapping
+from collections.abc import Mapping, MutableMapping
 
-from train.opt_out import opted_out
+from train.platform._opt_out import opted_out
 
-__all__ = ["APPLIED", "CPU_FLAGS", "apply"]
+__all__ = ["CPU_FLAGS", "OPT_OUT", "apply", "in_effect"]
 
 CPU_FLAGS: tuple[str, ...] = (
     "--xla_cpu_experimental_ynn_fusion_type=",
@@ -85,5 +84,13 @@ def apply(environ: MutableMapping[str, str] | None = None) -> tuple[str, ...]:
     return added
 
 
-#: The flags this process added to ``XLA_FLAGS`` when :mod:`train` was first imported.
-APPLIED: tuple[str, ...] = apply()
+def in_effect(environ: Mapping[str, str] | None = None) -> tuple[str, ...]:
+    """The flags of :data:`CPU_FLAGS` that ``XLA_FLAGS`` names, as it sets them (for reports).
+
+    Example:
+      >>> in_effect({"XLA_FLAGS": "--xla_dump_to=/d --xla_cpu_experimental_xnn_fusion_type=dot"})
+      ('--xla_cpu_experimental_xnn_fusion_type=dot',)
+    """
+    env = os.environ if environ is None else environ
+    ours = {_flag_name(f) for f in CPU_FLAGS}
+    return tuple(t for t in env.get("XLA_FLAGS", "").split() if _flag_name(t) in ours)

@@ -5,27 +5,30 @@ handles a socket only when it can take its connection's lock (``try_lock``) and 
 asks epoll again at once, and epoll keeps reporting the socket ready. When data arrives,
 the kernel wakes the loop thread and, by wakeup preemption, lets it displace the running
 thread of the same process, which may be the one holding that lock; on a busy core the
-loop thread then spins until the scheduler's next tick (4 ms at ``CONFIG_HZ=250``). Under
-``SCHED_BATCH`` a woken thread never preempts: the lock holder finishes, and the loop
-thread runs when a core is free. Measured on the 2-core test VM (all-reduce of 431,082
-float32 between 2 processes, median of 100): 4.0 -> 0.47 ms with each process on its own
-core, 1.9 -> 0.55 ms unpinned (``benchmarks/NOTES.md``, scaling).
+loop thread then spins until the scheduler's next tick (``CONFIG_HZ=250``: every 4 ms).
+Under ``SCHED_BATCH`` a woken thread never preempts: the lock holder finishes, and the loop
+thread runs when a core is free. An all-reduce between 2 CPU processes (431,082
+float32 between 2 processes) is several times faster under ``SCHED_BATCH``
+(``benchmarks/NOTES.md``, scaling).
 
 :func:`apply` switches every thread of this process, and so every thread it starts later,
-to ``SCHED_BATCH`` (allowed without privileges; the nice value is kept). The training app
-calls it when it joins a multi-process run on the CPU; ``POLYAK_OPTAX_SCHED_BATCH=0``
-leaves the scheduling alone. Elsewhere (not Linux) it does nothing.
+to ``SCHED_BATCH`` (allowed without privileges; the nice value is kept), when the process
+runs on the CPU alone. :func:`train.cli.main` calls it for a multi-process run, before
+jax starts its threads; ``POLYAK_OPTAX_SCHED_BATCH=0`` leaves the scheduling alone.
+Elsewhere (not Linux) it does nothing.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
+import pkgutil
 from collections.abc import Mapping
 
-from train.opt_out import opted_out
+from train.platform._opt_out import opted_out
 
-__all__ = ["OPT_OUT", "apply", "policies"]
+__all__ = ["OPT_OUT", "apply", "cpu_only", "policies"]
 
 OPT_OUT = "POLYAK_OPTAX_SCHED_BATCH"
 
@@ -53,12 +56,37 @@ def policies() -> set[int]:
     return found
 
 
+def cpu_only(platforms: str | None = None) -> bool:
+    """Whether this process will run on the CPU alone: ``platforms`` (default: jax's
+    ``jax_platforms``, from ``JAX_PLATFORMS``) names the CPU alone, or it is empty and no
+    GPU or TPU plugin is installed (decided without starting a backend).
+
+    Example:
+      >>> cpu_only("cpu"), cpu_only("cpu,cuda"), cpu_only("tpu")
+      (True, False, False)
+    """
+    if platforms is None:
+        import jax
+
+        platforms = jax.config.jax_platforms
+    named = [p.strip() for p in str(platforms or "").split(",") if p.strip()]
+    if named:
+        return named == ["cpu"]
+    try:
+        import jax_plugins  # the namespace of the CUDA and ROCm plugins
+    except ImportError:
+        plugins = False
+    else:
+        plugins = any(True for _ in pkgutil.iter_modules(jax_plugins.__path__))
+    return not plugins and importlib.util.find_spec("libtpu") is None
+
+
 def apply(environ: Mapping[str, str] | None = None) -> int:
     """Puts every thread of this process under ``SCHED_BATCH``; returns how many it moved.
 
     Threads under a real-time or idle policy, and threads that exit meanwhile, are left
-    alone. Returns 0 when opted out (``POLYAK_OPTAX_SCHED_BATCH=0``) or where the
-    platform has no ``SCHED_BATCH``.
+    alone. Returns 0 when opted out (``POLYAK_OPTAX_SCHED_BATCH=0``), when the process
+    may use a GPU or TPU (:func:`cpu_only`), or where the platform has no ``SCHED_BATCH``.
 
     Example:
       >>> apply({OPT_OUT: "0"})
@@ -68,7 +96,7 @@ def apply(environ: Mapping[str, str] | None = None) -> int:
     if opted_out(env, OPT_OUT):
         return 0
     batch = getattr(os, "SCHED_BATCH", None)
-    if batch is None or not hasattr(os, "sched_setscheduler"):
+    if batch is None or not hasattr(os, "sched_setscheduler") or not cpu_only():
         return 0
     moved = 0
     for tid in _thread_ids():
