@@ -201,13 +201,7 @@ def _run_locked(
     model = models.create(config.model, dataset.num_classes)
     image_shape = tuple(dataset.train_images.shape[1:])
     tokens = len(image_shape) == 1  # token sequences [N, T] (train.text), not images
-    if models.takes_tokens(config.model) != tokens:
-        kinds = {True: "token sequences", False: "images"}
-        raise ValueError(
-            f"--model {config.model} takes {kinds[not tokens]}, but --dataset "
-            f"{config.dataset} holds {kinds[tokens]}"
-            + (" (train it on --dataset python_stdlib)" if not tokens else "")
-        )
+    _check_data_kind(config, tokens)
     state = loop.create_train_state(model, tx, init_key, image_shape)
     state = sharding.replicate(state, mesh)
     mode, chunk_batches = _choose_mode(config, dataset, mesh, sharded, steps_per_epoch)
@@ -422,6 +416,18 @@ def _run_locked(
 
 
 DEFAULT_DATA_CACHE = "data-cache"  # in the workdir, for a multi-process run
+
+
+def _check_data_kind(config: Config, tokens: bool) -> None:
+    """A language model needs token sequences and an image model images: else one
+    ValueError naming both flags."""
+    if models.takes_tokens(config.model) != tokens:
+        kinds = {True: "token sequences", False: "images"}
+        raise ValueError(
+            f"--model {config.model} takes {kinds[not tokens]}, but --dataset "
+            f"{config.dataset} holds {kinds[tokens]}"
+            + (" (train it on --dataset python_stdlib)" if not tokens else "")
+        )
 
 
 def _load_dataset(config: Config) -> data.Dataset:
