@@ -63,7 +63,7 @@ def test_the_ablations_are_the_variant_with_one_setting_changed():
     for name in lm.ABLATIONS:
         tx = lm.build(name, None, steps=10)
         state = tx.init(params)
-        updates, state = tx.update({"w": jnp.ones(3)}, state, params, value=jnp.asarray(1.0))
+        updates, state = tx.update({"w": jnp.ones(3)}, state, params, value=jnp.asarray(9.0))
         assert float(jnp.abs(updates["w"]).max()) > 0
     capped = lm.build(f"{lm.VARIANT}_cap2.5e-3", None, steps=10)
     state = capped.init(params)
