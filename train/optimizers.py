@@ -36,6 +36,7 @@ import jax.numpy as jnp
 import optax
 
 import polyak_optax as po
+from polyak_optax._src._polyak import skip_unless_finite  # the library's one non-finite skip
 from train import config as config_lib
 
 SCHEDULES = config_lib.SCHEDULES
@@ -561,9 +562,8 @@ def skip_nonfinite(
         finite = jnp.all(
             jnp.asarray([jnp.all(jnp.isfinite(u)) for u in jax.tree.leaves(new_updates)])
         )
-        new_updates = jax.tree.map(lambda u: jnp.where(finite, u, jnp.zeros_like(u)), new_updates)
-        new_state = jax.tree.map(lambda n, o: jnp.where(finite, n, o), new_state, state)
-        return new_updates, new_state
+        zeros = jax.tree.map(jnp.zeros_like, new_updates)
+        return skip_unless_finite(finite, (new_updates, new_state), (zeros, state))
 
     return optax.GradientTransformationExtraArgs(inner.init, update_fn)
 
