@@ -11,6 +11,7 @@ from jax import lax
 
 import models
 from models.conv import conv_general_dilated
+from tests._fast import slow_unless
 
 DN = ("NHWC", "HWIO", "NHWC")
 CASES = (
@@ -53,8 +54,14 @@ def _numpy_conv_and_vjp(x, w, stride, pads, cotangent):
     return y, dx, dw
 
 
+# `make test-fast`: a strided general case, the input gradient by one product, im2col.
+FAST_CASES = [(7, 5, 2, "SAME"), (12, 5, 1, "VALID"), (2, 3, 1, "SAME")]
+
+
 @pytest.mark.parametrize("channels", [3, 1])  # 1: the sum over taps (_single_channel_conv)
-@pytest.mark.parametrize(("size", "kernel", "stride", "padding"), CASES)
+@pytest.mark.parametrize(
+    ("size", "kernel", "stride", "padding"), slow_unless(CASES, FAST_CASES, several=True)
+)
 def test_values_and_gradients_equal_a_float64_reference(size, kernel, stride, padding, channels):
     kx, kw, kc = jax.random.split(jax.random.key(size * 100 + kernel * 10 + stride), 3)
     x = jax.random.normal(kx, (2, size, size + 1, channels))

@@ -18,6 +18,7 @@ import optax
 import pytest
 
 import models
+from tests._fast import slow_after
 from train import augment, loop, sharding
 from train.optimizers import build_optimizer
 
@@ -190,7 +191,7 @@ PLAIN_OPTAX = {
 }
 
 
-@pytest.mark.parametrize("name", sorted(PLAIN_OPTAX))
+@pytest.mark.parametrize("name", slow_after(sorted(PLAIN_OPTAX)))  # `make test-fast`: adam
 def test_train_epoch_takes_any_optax_optimizer(name):
     """A plain optax optimizer: no ``learning_rate`` in its state (reported as NaN), and
     state leaves that alias the params are copied, so donating the state works."""
