@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 
 import polyak_optax as po
 from tests import _algorithm5_reference as ref
-from tests._fast import slow_unless, slow_without_jit
+from tests._fast import slow_after, slow_unless, slow_without_jit
 
 BOUNDS = ("min_grad_sq_norm", "max_grad_sq_norm", "min_learning_rate", "max_learning_rate")
 NO_BOUNDS = dict.fromkeys(BOUNDS)
@@ -861,7 +861,7 @@ def test_store_grad_false_drops_the_grad_buffer_and_keeps_the_trajectory():
     chex.assert_trees_all_close(grad, want, rtol=1e-5, atol=1e-7)
 
 
-@pytest.mark.parametrize("name", ["least_squares", "mlp"])
+@pytest.mark.parametrize("name", slow_after(["least_squares", "mlp"]))  # fast: least_squares
 def test_layerwise_matches_float64_algorithm5_with_layer_factors(name):
     problem = getattr(ref, name)(seed=13, num_steps=8)
     hyper = {"momentum": 0.7, "confidence": 0.3, "max_learning_rate": 0.3}

@@ -11,7 +11,7 @@ from jax import lax
 
 import models
 from models.conv import conv_general_dilated
-from tests._fast import slow_unless
+from tests._fast import slow_after, slow_unless
 
 DN = ("NHWC", "HWIO", "NHWC")
 CASES = (
@@ -202,9 +202,9 @@ def test_one_channel_forward_is_a_sum_of_taps_read_from_memory():
 
 @pytest.mark.parametrize(
     ("size", "kernel", "padding", "window"),
-    [(28, 5, 0, 2), (12, 3, 1, 2), (10, 3, 2, 3)],
+    slow_after([(28, 5, 0, 2), (12, 3, 1, 2), (10, 3, 2, 3)], several=True),
     ids=["lenet5-conv1", "padded", "window-3"],
-)
+)  # `make test-fast`: LeNet-5's conv1, with and without ties
 @pytest.mark.parametrize("ties", [False, True])
 def test_fused_one_channel_conv_and_pool_equal_the_two_layers(size, kernel, padding, window, ties):
     """single_channel_conv_max_pool: the values of conv_general_dilated then max_pool bit

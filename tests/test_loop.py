@@ -18,7 +18,7 @@ import optax
 import pytest
 
 import models
-from tests._fast import slow_after
+from tests._fast import slow_after, slow_unless
 from train import augment, loop, sharding
 from train.optimizers import build_optimizer
 
@@ -84,7 +84,9 @@ _train_step = jax.jit(loop.train_step)
 _persistent_step = jax.jit(loop.persistent_step, static_argnames="persistency")
 
 
-@pytest.mark.parametrize("optimizer", ["sgd", "adaptive_nesterov"])
+@pytest.mark.parametrize(
+    "optimizer", slow_unless(["sgd", "adaptive_nesterov"], ["adaptive_nesterov"])
+)
 def test_persistency_two_equals_two_train_steps_on_the_same_batch(
     optimizer, sgd_state, adaptive_state
 ):
