@@ -12,3 +12,13 @@ from train.platform import xla_flags
 
 jax.config.update("jax_disable_most_optimizations", True)
 xla_flags.apply()
+
+
+def pytest_collection_modifyitems(items):
+    """The training app's doctests (train/) run its steps and epochs, which tests/test_loop.py
+    and tests/test_cli.py cover: `make test-fast` leaves them to `make test`."""
+    import pytest
+
+    for item in items:
+        if isinstance(item, pytest.DoctestItem) and item.nodeid.startswith("train/"):
+            item.add_marker(pytest.mark.slow)

@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 
 import polyak_optax as po
 from tests import _algorithm5_reference as ref
+from tests._fast import slow_after, slow_unless, slow_without_jit
 
 BOUNDS = ("min_grad_sq_norm", "max_grad_sq_norm", "min_learning_rate", "max_learning_rate")
 NO_BOUNDS = dict.fromkeys(BOUNDS)
@@ -160,7 +161,12 @@ def _run_against_reference(
     return expected
 
 
-@pytest.mark.parametrize("subset", BOUND_SUBSETS, ids=lambda s: "+".join(s) if s else "no_bounds")
+# `make test-fast`: no bounds and all four
+@pytest.mark.parametrize(
+    "subset",
+    slow_unless(BOUND_SUBSETS, [BOUND_SUBSETS[0], BOUND_SUBSETS[-1]]),
+    ids=lambda s: "+".join(s) if s else "no_bounds",
+)
 def test_matches_float64_algorithm5_for_every_bound_combination(subset: tuple[str, ...]):
     rng = np.random.default_rng(len(subset) * 100 + sum(BOUNDS.index(b) for b in subset))
     active = {name: [] for name in subset}
@@ -266,6 +272,7 @@ def test_momentum_zero_without_lower_bounds_is_polyak_sgd():
 # The core, with and without jit.
 
 
+@slow_without_jit
 class AdaptiveNesterovTest(chex.TestCase):
     @chex.variants(with_jit=True, without_jit=True)
     def test_first_two_steps_by_hand(self):
@@ -854,7 +861,7 @@ def test_store_grad_false_drops_the_grad_buffer_and_keeps_the_trajectory():
     chex.assert_trees_all_close(grad, want, rtol=1e-5, atol=1e-7)
 
 
-@pytest.mark.parametrize("name", ["least_squares", "mlp"])
+@pytest.mark.parametrize("name", slow_after(["least_squares", "mlp"]))  # fast: least_squares
 def test_layerwise_matches_float64_algorithm5_with_layer_factors(name):
     problem = getattr(ref, name)(seed=13, num_steps=8)
     hyper = {"momentum": 0.7, "confidence": 0.3, "max_learning_rate": 0.3}

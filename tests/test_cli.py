@@ -153,6 +153,7 @@ def synthetic_run(tmp_path_factory) -> Path:
     return workdir
 
 
+@pytest.mark.slow  # trains through the CLI in-process
 def test_synthetic_run_writes_metrics_config_and_checkpoints(synthetic_run):
     _check_run(synthetic_run, epochs=1, steps_per_epoch=SYNTHETIC_STEPS_PER_EPOCH)
     config = _config(synthetic_run)
@@ -219,6 +220,7 @@ def test_resume_gives_the_numbers_of_an_uninterrupted_run(synthetic_run, tmp_pat
             assert mine[key] == pytest.approx(theirs[key], rel=1e-6, abs=1e-7), key
 
 
+@pytest.mark.slow  # trains through the CLI in-process
 def test_resume_refuses_a_conflicting_flag(synthetic_run, capsys):
     before = (synthetic_run / "metrics.jsonl").read_text()
     code = _main("--resume", "--workdir", synthetic_run, "--batch-size", 8, "--no-progress")
@@ -229,6 +231,7 @@ def test_resume_refuses_a_conflicting_flag(synthetic_run, capsys):
     assert (synthetic_run / "metrics.jsonl").read_text() == before
 
 
+@pytest.mark.slow  # trains through the CLI in-process
 def test_resume_of_a_finished_run_trains_nothing(synthetic_run, tmp_path, capsys):
     workdir = tmp_path / "run"
     shutil.copytree(synthetic_run, workdir)
@@ -295,6 +298,7 @@ def test_corrupted_checkpoint_fails_with_one_line(synthetic_run, tmp_path):
     assert [r["epoch"] for r in _records(workdir)] == [1]
 
 
+@pytest.mark.slow  # trains through the CLI in-process
 def test_unreadable_checkpoint_directory_fails_with_one_line(synthetic_run, tmp_path, capsys):
     """Every file of the checkpoint overwritten, metadata included (in-process)."""
     workdir = tmp_path / "run"
@@ -443,6 +447,7 @@ def test_eight_devices_give_the_single_device_numbers(tmp_path):
     assert_same_numbers(got, expected)
 
 
+@pytest.mark.slow  # trains through the CLI in-process
 def test_find_lr_writes_the_plot_and_the_suggestion(tmp_path, capsys):
     workdir = tmp_path / "lr"
     code = _main(

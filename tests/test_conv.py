@@ -11,6 +11,7 @@ from jax import lax
 
 import models
 from models.conv import conv_general_dilated
+from tests._fast import slow_after, slow_unless
 
 DN = ("NHWC", "HWIO", "NHWC")
 CASES = (
@@ -53,8 +54,14 @@ def _numpy_conv_and_vjp(x, w, stride, pads, cotangent):
     return y, dx, dw
 
 
+# `make test-fast`: a strided general case, the input gradient by one product, im2col.
+FAST_CASES = [(7, 5, 2, "SAME"), (12, 5, 1, "VALID"), (2, 3, 1, "SAME")]
+
+
 @pytest.mark.parametrize("channels", [3, 1])  # 1: the sum over taps (_single_channel_conv)
-@pytest.mark.parametrize(("size", "kernel", "stride", "padding"), CASES)
+@pytest.mark.parametrize(
+    ("size", "kernel", "stride", "padding"), slow_unless(CASES, FAST_CASES, several=True)
+)
 def test_values_and_gradients_equal_a_float64_reference(size, kernel, stride, padding, channels):
     kx, kw, kc = jax.random.split(jax.random.key(size * 100 + kernel * 10 + stride), 3)
     x = jax.random.normal(kx, (2, size, size + 1, channels))
@@ -195,9 +202,9 @@ def test_one_channel_forward_is_a_sum_of_taps_read_from_memory():
 
 @pytest.mark.parametrize(
     ("size", "kernel", "padding", "window"),
-    [(28, 5, 0, 2), (12, 3, 1, 2), (10, 3, 2, 3)],
+    slow_after([(28, 5, 0, 2), (12, 3, 1, 2), (10, 3, 2, 3)], several=True),
     ids=["lenet5-conv1", "padded", "window-3"],
-)
+)  # `make test-fast`: LeNet-5's conv1, with and without ties
 @pytest.mark.parametrize("ties", [False, True])
 def test_fused_one_channel_conv_and_pool_equal_the_two_layers(size, kernel, padding, window, ties):
     """single_channel_conv_max_pool: the values of conv_general_dilated then max_pool bit

@@ -11,6 +11,7 @@ import pytest
 from absl.testing import parameterized
 
 import polyak_optax as po
+from tests._fast import slow_without_jit
 
 # Three pytree shapes: nested dicts, a list with a scalar leaf, a Flax-like module tree.
 STRUCTURES = (
@@ -51,6 +52,7 @@ def _top_key(path):
     return path[0]
 
 
+@slow_without_jit
 class ScaleByLayerwiseLogNormTest(chex.TestCase):
     @chex.variants(with_jit=True, without_jit=True)
     @parameterized.named_parameters(("per_leaf", None), ("by_top_key", _top_key))

@@ -18,6 +18,7 @@ import optax
 import pytest
 
 import models
+from tests._fast import slow_after, slow_unless
 from train import augment, loop, sharding
 from train.optimizers import build_optimizer
 
@@ -83,7 +84,9 @@ _train_step = jax.jit(loop.train_step)
 _persistent_step = jax.jit(loop.persistent_step, static_argnames="persistency")
 
 
-@pytest.mark.parametrize("optimizer", ["sgd", "adaptive_nesterov"])
+@pytest.mark.parametrize(
+    "optimizer", slow_unless(["sgd", "adaptive_nesterov"], ["adaptive_nesterov"])
+)
 def test_persistency_two_equals_two_train_steps_on_the_same_batch(
     optimizer, sgd_state, adaptive_state
 ):
@@ -190,7 +193,7 @@ PLAIN_OPTAX = {
 }
 
 
-@pytest.mark.parametrize("name", sorted(PLAIN_OPTAX))
+@pytest.mark.parametrize("name", slow_after(sorted(PLAIN_OPTAX)))  # `make test-fast`: adam
 def test_train_epoch_takes_any_optax_optimizer(name):
     """A plain optax optimizer: no ``learning_rate`` in its state (reported as NaN), and
     state leaves that alias the params are copied, so donating the state works."""

@@ -10,6 +10,7 @@ import pytest
 
 import models
 from models.layers import avg_pool, ceil_padding, max_pool
+from tests._fast import slow, slow_after
 
 #: The models with a ``batch_stats`` collection.
 BATCH_NORM = {"vgg16", "resnet34", "tiny"}
@@ -231,12 +232,19 @@ def test_bad_arguments_raise_value_error_naming_them():
 
 @pytest.mark.parametrize(
     ("shape", "window", "stride", "ties"),
-    [
-        (shape, window, stride, False)
-        for shape in [(2, 7, 5, 3), (1, 9, 11, 2), (2, 1, 1, 2)]
-        for window, stride in [(2, 2), (3, 2), (3, 1), (3, 3)]
-    ]
-    + [((2, 7, 5, 3), window, stride, True) for window, stride in [(2, 2), (3, 2), (3, 3)]],
+    # `make test-fast`: the first case without ties and the first with them
+    slow_after(
+        [
+            (shape, window, stride, False)
+            for shape in [(2, 7, 5, 3), (1, 9, 11, 2), (2, 1, 1, 2)]
+            for window, stride in [(2, 2), (3, 2), (3, 1), (3, 3)]
+        ],
+        several=True,
+    )
+    + slow_after(
+        [((2, 7, 5, 3), window, stride, True) for window, stride in [(2, 2), (3, 2), (3, 3)]],
+        several=True,
+    ),
 )
 def test_pooling_values_and_gradients_equal_lax_reduce_window(shape, window, stride, ties):
     """The strided-slice pools against flax's reduce_window pools, with gradients; with
@@ -281,8 +289,8 @@ def test_pooling_values_and_gradients_equal_lax_reduce_window(shape, window, str
         # (input shape, features, padding, pool window, stride): cifar_quick's conv1,
         # LeNet-5's conv1 (one channel: the tap sum of models/conv.py) and conv2
         ((2, 32, 32, 3), 32, 2, 3, 2),
-        ((2, 28, 28, 1), 20, 0, 2, 2),
-        ((2, 12, 12, 20), 50, 0, 2, 2),
+        slow(((2, 28, 28, 1), 20, 0, 2, 2)),  # `make test-fast` keeps cifar_quick's
+        slow(((2, 12, 12, 20), 50, 0, 2, 2)),
     ],
     ids=["cifar_quick-conv1", "lenet5-conv1", "lenet5-conv2"],
 )

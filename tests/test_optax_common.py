@@ -28,6 +28,7 @@ import pytest
 
 import polyak_optax as po
 from tests._compile_counter import BackendCompiles
+from tests._fast import slow_unless
 
 # name -> (factory of ours, injectable factory and hyperparameters, optax's reference)
 OPTIMIZERS = {
@@ -100,6 +101,8 @@ REFERENCES = {
     "schedule_free_adamw_1e-2": lambda: optax.contrib.schedule_free_adamw(1e-2),
 }
 NAMES = tuple(OPTIMIZERS)
+#: `make test-fast` runs each test on the first optimizer only.
+FAST_NAMES = slow_unless(NAMES, NAMES[:1])
 
 
 def _ours(name):
@@ -175,7 +178,7 @@ TARGETS = {
 FAIL_FOR_BOTH: dict[tuple[str, str], str] = {}
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", FAST_NAMES)
 def test_optimizers_accept_extra_args(name):
     opt = _ours(name)  # intentionally no optax.with_extra_args_support
     initial_params, _, objective = _setup_rosenbrock(jnp.float32)
@@ -230,7 +233,7 @@ def _converges(name, target, reference):
 
 
 @pytest.mark.parametrize("target", TARGETS)
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", FAST_NAMES)
 def test_optimizers(name, target):
     reference_ok = _converges(OPTIMIZERS[name][2], target, reference=True)
     ours_ok = _converges(name, target, reference=False)
@@ -240,7 +243,7 @@ def test_optimizers(name, target):
     assert both_fail == ((name, target) in FAIL_FOR_BOTH), (name, target, ours_ok, reference_ok)
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", FAST_NAMES)
 def test_optimizers_can_be_wrapped_in_inject_hyperparams(name):
     factory, hparams = OPTIMIZERS[name][1]
     opt = factory(**hparams)
@@ -260,7 +263,7 @@ def test_optimizers_can_be_wrapped_in_inject_hyperparams(name):
 
 
 @pytest.mark.parametrize("dtype", ["bfloat16", "float32"])
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", FAST_NAMES)
 def test_preserve_dtype(name, dtype):
     dtype = jnp.dtype(dtype)
     opt = _ours(name)
@@ -273,7 +276,7 @@ def test_preserve_dtype(name, dtype):
 
 
 @pytest.mark.parametrize("dtype", ["bfloat16", "float32"])
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", FAST_NAMES)
 def test_gradient_accumulation(name, dtype):
     dtype = jnp.dtype(dtype)
     opt = optax.MultiSteps(_ours(name), every_k_schedule=4)
@@ -287,10 +290,13 @@ def test_gradient_accumulation(name, dtype):
 
 @pytest.mark.parametrize(
     "dtype",
-    [jnp.float16, jnp.bfloat16, jnp.float32, jnp.float64, jnp.complex64, jnp.complex128],
+    slow_unless(
+        [jnp.float16, jnp.bfloat16, jnp.float32, jnp.float64, jnp.complex64, jnp.complex128],
+        [jnp.float32, jnp.complex64],  # `make test-fast`'s
+    ),
     ids=lambda d: jnp.dtype(d).name,
 )
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", FAST_NAMES)
 def test_state_shape_dtype_shard_stability(name, dtype):
     with jax.enable_x64(dtype in (jnp.float64, jnp.complex128)):
         opt = _ours(name)

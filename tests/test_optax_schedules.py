@@ -19,6 +19,7 @@ import optax
 import pytest
 
 import polyak_optax as po
+from tests._fast import slow_unless
 
 N = 40
 SCHEDULES = {
@@ -121,7 +122,9 @@ def _parabola():
     ],
     ids=["cyclic", "cyclic_momentum", "optax_constant"],
 )
-@pytest.mark.parametrize("opt_name", ["sgd", "adam", "adaptive_nesterov"])
+@pytest.mark.parametrize(  # `make test-fast`: the library's optimizer
+    "opt_name", slow_unless(["sgd", "adam", "adaptive_nesterov"], ["adaptive_nesterov"])
+)
 def test_schedule_as_learning_rate(constant, opt_name):
     """A constant schedule as the learning rate (the ceiling for adaptive Nesterov)."""
     if opt_name == "adaptive_nesterov":

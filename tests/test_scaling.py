@@ -376,6 +376,7 @@ def test_the_idx_reader_writes_a_memory_map_once_and_later_runs_read_only_it(tmp
     assert (cache / "mnist" / "train_std.npy").is_file()
 
 
+@pytest.mark.slow  # trains through train.run
 def test_chunked_epochs_give_the_resident_numbers(monkeypatch):
     """12 batches in chunks of 5 (the last one partial), K = 2 and augmentation: the chunked
     epochs equal the resident ones exactly; ``auto`` picks chunks when the data set would
@@ -475,6 +476,7 @@ def test_lenet5_on_two_devices_trains_as_on_one_in_every_run():
     assert result.returncode == 0 and "ok" in result.stdout, result.stdout + result.stderr
 
 
+@pytest.mark.slow  # trains through train.run
 def test_chunked_epochs_keep_at_most_two_chunks_alive(monkeypatch):
     """The chunked mode's memory bound, counted on the CPU where ``memory_stats`` reports
     nothing: whenever a chunk is put on the devices, the live training-data arrays (of any

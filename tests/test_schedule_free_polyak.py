@@ -15,6 +15,7 @@ import pytest
 
 import polyak_optax as po
 from tests import _algorithm5_reference as ref
+from tests._fast import slow_after, slow_unless
 from tests.test_adaptive_nesterov import PROBLEMS, VALUE_AND_GRAD, _assert_close, _batch, _params
 
 
@@ -108,7 +109,7 @@ def check_against_reference(name: str, seed: int, optimizer, sample) -> None:
     assert any(followed) and not all(followed)  # the decay raised some averaging weights
 
 
-@pytest.mark.parametrize("name", sorted(PROBLEMS))
+@pytest.mark.parametrize("name", slow_after(sorted(PROBLEMS)))  # `make test-fast`: least_squares
 def test_matches_float64_reference(name: str):
     def sample(rng):
         return {
@@ -145,7 +146,7 @@ def regression_trace(opt, steps: int, seed: int):
     return trace, np.asarray(rates)
 
 
-@pytest.mark.parametrize("schedule", ["constant", "warm-up", "decay"])
+@pytest.mark.parametrize("schedule", slow_unless(["constant", "warm-up", "decay"], ["decay"]))
 def test_is_optax_schedule_free_bit_for_bit_unless_the_ceiling_decays(schedule: str):
     ceiling = {
         "constant": 0.5,

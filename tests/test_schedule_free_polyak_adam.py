@@ -15,11 +15,12 @@ import optax
 import pytest
 
 import polyak_optax as po
+from tests._fast import slow_after
 from tests.test_adaptive_nesterov import PROBLEMS
 from tests.test_schedule_free_polyak import check_against_reference, regression_trace
 
 
-@pytest.mark.parametrize("name", sorted(PROBLEMS))
+@pytest.mark.parametrize("name", slow_after(sorted(PROBLEMS)))  # `make test-fast`: least_squares
 def test_matches_float64_reference(name: str):
     def sample(rng):
         return {

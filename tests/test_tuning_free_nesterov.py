@@ -17,6 +17,7 @@ import pytest
 
 import polyak_optax as po
 from tests import _algorithm5_reference as ref
+from tests._fast import slow_after
 from tests.test_adaptive_nesterov import PROBLEMS, VALUE_AND_GRAD, _assert_close, _batch, _params
 
 
@@ -50,9 +51,10 @@ def reference(
     return ws, vs, np.asarray(etas), np.asarray(f_hats), np.asarray(clipped)
 
 
-@pytest.mark.parametrize("name", sorted(PROBLEMS))
+# `make test-fast`: least_squares at confidence 1, with and without adapting f_min
+@pytest.mark.parametrize("name", slow_after(sorted(PROBLEMS)))
 @pytest.mark.parametrize("adapt_f_min", [False, True])
-@pytest.mark.parametrize("confidence", [1.0, 2.0])
+@pytest.mark.parametrize("confidence", slow_after([1.0, 2.0]))
 def test_matches_float64_reference(name: str, adapt_f_min: bool, confidence: float):
     rng = np.random.default_rng(int(10 * confidence) + 7 * adapt_f_min + len(name))
     clipped, raised, halved = [], [], []
