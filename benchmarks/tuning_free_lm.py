@@ -54,6 +54,7 @@ from benchmarks import _common as C
 from benchmarks import tuning_free as tf
 from train import loop, text
 from train import optimizers as train_optimizers
+from train.platform import xla_flags
 
 BENCHMARK = "tuning_free_lm"
 VARIANT = tf.VARIANT
@@ -590,4 +591,5 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    xla_flags.apply()  # the training app's XLA:CPU flags, before jax starts its backends
     raise SystemExit(main())
