@@ -180,6 +180,14 @@ def core_shares(processes: int) -> list[list[int]]:
     return [cores[i * share : (i + 1) * share] or cores for i in range(processes)]
 
 
+def _cpu_devices_env(devices: int) -> dict[str, str]:
+    """The variables that give a CPU process ``devices`` devices; the user's own
+    ``XLA_FLAGS`` are kept (the device count is the one this benchmark sets)."""
+    user = os.environ.get("XLA_FLAGS", "")
+    flags = f"{user} --xla_force_host_platform_device_count={devices}".strip()
+    return {"JAX_PLATFORMS": "cpu", "XLA_FLAGS": flags}
+
+
 def allreduce_times(
     size: int, processes: int, devices: int, pinned: bool, batch: bool, repeats: int
 ) -> list[float]:
@@ -187,11 +195,7 @@ def allreduce_times(
     not timed), in ``processes`` fresh CPU processes of ``devices`` devices each; with
     ``pinned``, process i runs on its share of :func:`core_shares`; with ``batch``,
     under ``SCHED_BATCH`` (:mod:`train.platform.cpu_scheduling`)."""
-    env = dict(
-        os.environ,
-        JAX_PLATFORMS="cpu",
-        XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
-    )
+    env = dict(os.environ, **_cpu_devices_env(devices))
     coordinator = f"localhost:{_free_port()}"
     argvs = [
         [str(size), str(repeats), coordinator, str(processes), str(i), "1" if batch else "0"]
@@ -267,9 +271,7 @@ def run_layout(
     # several CPU processes: each on its own cores, as on hosts of their own
     pinned = cpu and processes > 1
     if cpu:
-        env.update(
-            JAX_PLATFORMS="cpu", XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}"
-        )
+        env.update(_cpu_devices_env(devices))
     else:
         env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, range(devices)))
     if processes > 1:

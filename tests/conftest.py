@@ -1,17 +1,36 @@
 """Shared pytest configuration.
 
-Compilation, not execution, dominates the suite's time on a CPU: every test process runs
-with XLA's optimizations mostly disabled (the numbers stay the same up to rounding).
-Subprocesses started by tests (the CLI, the 8-device run) compile normally. The test
-processes run under the training app's XLA:CPU flags, as ``python -m train`` does.
+Every test process compiles cheaply (``tests/_cheap_compile.py``: most of XLA's
+optimizations off, XLA:CPU's element-wise emitters) and runs under the training app's
+XLA:CPU flags, as ``python -m train`` does. Subprocesses started by tests inherit only the
+app's flags: the test-only XLA flags are in ``XLA_FLAGS`` while this process starts its
+backend, which is when XLA reads them, and are taken out again afterwards. The subprocesses
+that need no optimized code opt in to cheap compilation with ``_cheap_compile.environ``.
 """
+
+import os
 
 import jax
 
+from tests import _cheap_compile
 from train.platform import xla_flags
+
+
+def _start_backend_with_test_only_flags() -> None:
+    app_flags = os.environ.get("XLA_FLAGS")
+    os.environ["XLA_FLAGS"] = _cheap_compile.with_flags(app_flags)
+    try:
+        jax.devices()
+    finally:
+        if app_flags is None:
+            del os.environ["XLA_FLAGS"]
+        else:
+            os.environ["XLA_FLAGS"] = app_flags
+
 
 jax.config.update("jax_disable_most_optimizations", True)
 xla_flags.apply()
+_start_backend_with_test_only_flags()
 
 
 def pytest_collection_modifyitems(items):

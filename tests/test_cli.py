@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import _cheap_compile
 from tests.test_scaling import assert_same_numbers
 from train import checkpoints, cli, interrupt, progress
 from train.config import Config
@@ -68,9 +69,7 @@ SYNTHETIC_STEPS_PER_EPOCH = (64 // 16) * 2
 
 
 def _subprocess_env(**extra: str) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update({"JAX_PLATFORMS": "cpu", "JAX_DISABLE_MOST_OPTIMIZATIONS": "1", **extra})
-    return env
+    return _cheap_compile.environ(**extra)
 
 
 def _run_module(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
@@ -429,9 +428,11 @@ def test_eight_devices_give_the_single_device_numbers(tmp_path):
         # Optimized XLA: there the 8-device run matches bit for bit; with most
         # optimizations disabled, the sums' order differs between 1 and 8 devices and the
         # losses drift apart by ~2e-4 (measured) within an epoch.
-        env=_subprocess_env(
-            XLA_FLAGS="--xla_force_host_platform_device_count=8",
+        env=dict(
+            os.environ,
+            JAX_PLATFORMS="cpu",
             JAX_DISABLE_MOST_OPTIMIZATIONS="0",
+            XLA_FLAGS="--xla_force_host_platform_device_count=8",
         ),
         capture_output=True,
         text=True,

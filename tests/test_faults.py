@@ -21,6 +21,8 @@ from pathlib import Path
 
 import pytest
 
+from tests import _cheap_compile
+
 pytestmark = pytest.mark.slow  # every test runs `python -m train` in subprocesses
 
 REPO = Path(__file__).resolve().parents[1]
@@ -38,9 +40,7 @@ SLOW = [
 
 
 def _env(**extra: str) -> dict[str, str]:
-    env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_DISABLE_MOST_OPTIMIZATIONS="1")
-    env.update(extra)
-    return env
+    return _cheap_compile.environ(**extra)
 
 
 def _train(*args: str | os.PathLike, **kwargs) -> subprocess.CompletedProcess:

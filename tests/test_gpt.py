@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +16,7 @@ import pytest
 
 import models
 from models.gpt import GPT
+from tests import _cheap_compile
 from train import loop, text
 from train.config import Config
 from train.data import load_dataset
@@ -186,7 +186,7 @@ def test_one_epoch_on_text_reports_bits_per_byte(corpus_dir: Path):
 @pytest.mark.slow  # a subprocess
 def test_cli_trains_the_gpt_on_a_corpus_directory(corpus_dir: Path, tmp_path: Path):
     workdir = tmp_path / "run"
-    env = {**os.environ, "JAX_PLATFORMS": "cpu", "JAX_DISABLE_MOST_OPTIMIZATIONS": "1"}
+    env = _cheap_compile.environ()
     args = ["--model", "gpt_small", "--dataset", "python_stdlib", "--data-dir", str(corpus_dir)]
     args += ["--epochs", "1", "--train-subset", "16", "--batch-size", "8", "--no-progress"]
     result = subprocess.run(

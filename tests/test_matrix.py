@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from tests import _cheap_compile
 from train import optimizers
 from train.config import SCHEDULES
 
@@ -279,10 +280,7 @@ def _check(row: dict[str, Any], result: dict[str, Any]) -> list[str]:
 def _start(devices: int, cache: Path) -> tuple[list, subprocess.Popen]:
     """Starts the subprocess that trains the rows on ``devices`` devices."""
     rows = [(i, row) for i, row in enumerate(ROWS) if row["num_devices"] == devices]
-    env = dict(
-        os.environ,
-        JAX_PLATFORMS="cpu",
-        JAX_DISABLE_MOST_OPTIMIZATIONS="1",
+    env = _cheap_compile.environ(
         XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
         JAX_COMPILATION_CACHE_DIR=str(cache),
         JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",

@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 
 import models
+from tests import _cheap_compile
 from train import data, loop, placement, sharding
 from train import run as train_run
 from train.config import Config
@@ -32,19 +33,19 @@ from train.optimizers import build_optimizer
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _env(devices: int = 1, **extra: str) -> dict[str, str]:
-    env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_DISABLE_MOST_OPTIMIZATIONS="1")
-    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
-    env.update(extra)
-    return env
+def _env(devices: int = 1, optimized: bool = False, **extra: str) -> dict[str, str]:
+    """``devices`` CPU devices; ``optimized``: compiled with all of XLA's optimizations, as
+    the app runs (else cheaply, as the suite's own process)."""
+    flags = {"XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
+    if optimized:
+        env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_DISABLE_MOST_OPTIMIZATIONS="0")
+        return {**env, **flags, **extra}
+    return _cheap_compile.environ(**flags, **extra)
 
 
 def _python(script: str, devices: int, optimized: bool = False) -> subprocess.CompletedProcess:
-    """Runs ``script`` on ``devices`` CPU devices; ``optimized``: compiled with all of XLA's
-    optimizations, as the app runs (the suite's default turns most of them off)."""
-    env = _env(devices)
-    if optimized:
-        del env["JAX_DISABLE_MOST_OPTIMIZATIONS"]
+    """Runs ``script`` on ``devices`` CPU devices, compiled as :func:`_env` says."""
+    env = _env(devices, optimized)
     return subprocess.run(
         [sys.executable, "-c", textwrap.dedent(script)],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False,
@@ -251,8 +252,8 @@ def test_two_processes_give_the_four_device_numbers_through_a_kill_and_resume(
     single, multi = tmp_path / "single", tmp_path / "multi"
     reference = _train(*TINY, "--epochs", EPOCHS, "--workdir", single, devices=4)
     # A kill while process 0 waits in a barrier ends it only at --barrier-timeout (README):
-    # 60 s here, not the default 300 s (one suite run waited those 300 s).
-    multi_run = [*TINY, "--epochs", EPOCHS, "--workdir", multi, "--barrier-timeout", 60]
+    # 30 s here, not the default 300 s; joining takes the two processes a few seconds.
+    multi_run = [*TINY, "--epochs", EPOCHS, "--workdir", multi, "--barrier-timeout", 30]
     processes = _processes(*multi_run, port=_free_port())
     deadline = time.monotonic() + 240
     while len(_records(multi)) < 2:
@@ -273,7 +274,7 @@ def test_two_processes_give_the_four_device_numbers_through_a_kill_and_resume(
     assert kept and kept[-1] < EPOCHS, kept
 
     resumed = _finish(
-        _processes("--resume", "--workdir", multi, "--barrier-timeout", 60, port=_free_port())
+        _processes("--resume", "--workdir", multi, "--barrier-timeout", 30, port=_free_port())
     )
     assert [r[0] for r in resumed] == [0, 0], resumed
     assert "results:" in resumed[0][1] and "results:" not in resumed[1][1], resumed
@@ -424,7 +425,7 @@ def test_a_data_parallel_step_of_lenet5_takes_one_all_reduce_of_one_buffer():
     """
     result = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(script)],
-        cwd=REPO, env=_env(2, JAX_DISABLE_MOST_OPTIMIZATIONS="0"), capture_output=True,
+        cwd=REPO, env=_env(2, optimized=True), capture_output=True,
         text=True, timeout=300, check=False,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr

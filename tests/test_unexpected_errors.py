@@ -3,7 +3,6 @@ shows the traceback in place (train.cli.main)."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import tempfile
@@ -11,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import _cheap_compile
 from train import cli, run
 
 REPO = Path(__file__).resolve().parents[1]
@@ -100,7 +100,7 @@ runpy.run_module("train", run_name="__main__")
 
 
 def _planted_run(*args: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_DISABLE_MOST_OPTIMIZATIONS="1")
+    env = _cheap_compile.environ()
     return subprocess.run(
         [sys.executable, "-c", _PLANTED, *SMALL, *args],
         cwd=REPO,

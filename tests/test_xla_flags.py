@@ -95,3 +95,11 @@ def test_in_effect_reports_the_flags_xla_flags_names():
     assert xla_flags.in_effect(env) == ()
     assert xla_flags.apply(env) == xla_flags.CPU_FLAGS
     assert xla_flags.in_effect(env) == xla_flags.CPU_FLAGS
+
+
+def test_subprocesses_of_the_suite_inherit_the_app_flags_and_not_the_test_only_ones():
+    from tests import _cheap_compile
+
+    inherited = os.environ.get("XLA_FLAGS", "").split()
+    assert set(xla_flags.CPU_FLAGS) <= set(inherited)
+    assert not set(_cheap_compile.XLA_FLAGS) & set(inherited)
