@@ -18,16 +18,12 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
+from train.platform import xla_flags
 
-def _known_flags() -> tuple[str, ...]:
-    """The flags the installed XLA knows (it aborts the process on an unknown flag)."""
-    import jaxlib.version
-
-    major, minor = (int(part) for part in jaxlib.version.__version__.split(".")[:2])
-    return ("--xla_cpu_use_fusion_emitters=false",) if (major, minor) >= (0, 6) else ()
-
-
-XLA_FLAGS: tuple[str, ...] = _known_flags()
+# XLA ends the process on a flag it does not know: jaxlib 0.6.0 is the first to know it.
+XLA_FLAGS: tuple[str, ...] = (
+    ("--xla_cpu_use_fusion_emitters=false",) if xla_flags.jaxlib_version() >= (0, 6) else ()
+)
 
 
 def with_flags(xla_flags: str | None) -> str:

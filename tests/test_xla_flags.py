@@ -39,13 +39,13 @@ def _run(**env: str) -> list[str]:
 @pytest.mark.slow
 def test_apply_sets_the_flags_and_xla_uses_them():
     flags, fusions = _run()
-    assert flags.split() == list(xla_flags.CPU_FLAGS)
+    assert flags.split() == list(xla_flags.supported())
     assert fusions == "custom-fusions 0"  # no XNNPACK/YNNPACK library fusion was formed
 
 
 def test_a_users_own_flag_wins_and_others_are_kept():
     env = {"XLA_FLAGS": "--xla_cpu_experimental_xnn_fusion_type=dot --xla_cpu_ftz=false"}
-    assert xla_flags.apply(env) == ("--xla_cpu_experimental_ynn_fusion_type=",)
+    assert xla_flags.apply(env, jaxlib=(0, 8, 1)) == ("--xla_cpu_experimental_ynn_fusion_type=",)
     assert env["XLA_FLAGS"].split() == [
         "--xla_cpu_experimental_ynn_fusion_type=",
         "--xla_cpu_experimental_xnn_fusion_type=dot",
@@ -101,5 +101,29 @@ def test_subprocesses_of_the_suite_inherit_the_app_flags_and_not_the_test_only_o
     from tests import _cheap_compile
 
     inherited = os.environ.get("XLA_FLAGS", "").split()
-    assert set(xla_flags.CPU_FLAGS) <= set(inherited)
+    assert set(xla_flags.supported()) <= set(inherited)
     assert not set(_cheap_compile.XLA_FLAGS) & set(inherited)
+
+
+@pytest.mark.parametrize(
+    ("jaxlib", "flags"),
+    [
+        ((0, 4, 33), ()),
+        ((0, 7, 0), ("--xla_cpu_experimental_xnn_fusion_type=",)),
+        ((0, 8, 0), ("--xla_cpu_experimental_xnn_fusion_type=",)),
+        ((0, 8, 1), xla_flags.CPU_FLAGS),
+        ((0, 10, 2), xla_flags.CPU_FLAGS),
+    ],
+)
+def test_only_the_flags_of_the_installed_jaxlib_are_set(jaxlib, flags):
+    """XLA ends the process on an unknown flag: jaxlib 0.8.0 rejects the YNNPACK one and
+    0.6.2 both (each tried in a venv of its own)."""
+    env: dict[str, str] = {}
+    assert xla_flags.apply(env, jaxlib=jaxlib) == flags
+    assert env.get("XLA_FLAGS", "").split() == list(flags)
+
+
+def test_the_installed_jaxlib_is_read_from_its_metadata():
+    import jaxlib.version
+
+    assert xla_flags.jaxlib_version() == jaxlib.version.__version_info__[:3]

@@ -16,25 +16,59 @@ The flags (the timings are in ``benchmarks/results/vs_pytorch-cpu.md``):
 Only XLA:CPU reads ``xla_cpu_*`` flags, so GPU and TPU compilations are unaffected; with
 ``JAX_PLATFORMS`` naming no ``cpu`` the flags are not set at all.
 
+Only the flags the installed jaxlib knows are set (:data:`SINCE`): XLA ends the process on
+a flag it does not know, and an XLA that lacks a flag also lacks the library fusion it
+turns off.
+
 Overriding: a flag the user already names in their own ``XLA_FLAGS`` (with any value) is
 left as the user set it; ``POLYAK_OPTAX_XLA_CPU_FLAGS=0`` sets none of them.
 """
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
+import re
 import sys
 from collections.abc import Mapping, MutableMapping
 
 from train.platform._opt_out import opted_out
 
-__all__ = ["CPU_FLAGS", "OPT_OUT", "apply", "in_effect"]
+__all__ = ["CPU_FLAGS", "OPT_OUT", "SINCE", "apply", "in_effect", "jaxlib_version", "supported"]
 
 CPU_FLAGS: tuple[str, ...] = (
     "--xla_cpu_experimental_ynn_fusion_type=",
     "--xla_cpu_experimental_xnn_fusion_type=",
 )
+# The first jaxlib whose XLA knows each flag.
+SINCE: dict[str, tuple[int, ...]] = {
+    "--xla_cpu_experimental_ynn_fusion_type=": (0, 8, 1),
+    "--xla_cpu_experimental_xnn_fusion_type=": (0, 7, 0),
+}
 OPT_OUT = "POLYAK_OPTAX_XLA_CPU_FLAGS"
+
+
+def jaxlib_version() -> tuple[int, ...]:
+    """The installed jaxlib's release as numbers, e.g. ``(0, 8, 1)`` (``(0,)`` without
+    jaxlib); read from its metadata, without importing it."""
+    try:
+        text = importlib.metadata.version("jaxlib")
+    except importlib.metadata.PackageNotFoundError:
+        return (0,)
+    return tuple(int(part) for part in re.findall(r"\d+", text.split("+")[0])[:3])
+
+
+def supported(jaxlib: tuple[int, ...] | None = None) -> tuple[str, ...]:
+    """The :data:`CPU_FLAGS` that jaxlib ``jaxlib`` (default: the installed one) knows.
+
+    Example:
+      >>> supported((0, 7, 2))
+      ('--xla_cpu_experimental_xnn_fusion_type=',)
+      >>> supported((0, 6, 2))
+      ()
+    """
+    version = jaxlib_version() if jaxlib is None else tuple(jaxlib)
+    return tuple(flag for flag in CPU_FLAGS if version >= SINCE[flag])
 
 
 def _flag_name(token: str) -> str:
@@ -46,11 +80,15 @@ def _backends_started() -> bool:
     return bridge is not None and bridge.backends_are_initialized()
 
 
-def apply(environ: MutableMapping[str, str] | None = None) -> tuple[str, ...]:
-    """Adds the :data:`CPU_FLAGS` the user has not set to ``XLA_FLAGS``; returns those added.
+def apply(
+    environ: MutableMapping[str, str] | None = None, jaxlib: tuple[int, ...] | None = None
+) -> tuple[str, ...]:
+    """Adds the :func:`supported` flags the user has not set to ``XLA_FLAGS``; returns those
+    added.
 
     Args:
       environ: the environment to change (default ``os.environ``).
+      jaxlib: the jaxlib version whose flags to set (default: the installed one's).
 
     Returns:
       The flags added (empty when opted out, when the platforms exclude the CPU, when the
@@ -58,15 +96,15 @@ def apply(environ: MutableMapping[str, str] | None = None) -> tuple[str, ...]:
 
     Example:
       >>> env = {"XLA_FLAGS": "--xla_cpu_experimental_xnn_fusion_type=dot --xla_dump_to=/d"}
-      >>> apply(env)
+      >>> apply(env, jaxlib=(0, 9, 0))
       ('--xla_cpu_experimental_ynn_fusion_type=',)
       >>> for flag in env["XLA_FLAGS"].split():  # the user's own flags come after ours
       ...     print(flag)
       --xla_cpu_experimental_ynn_fusion_type=
       --xla_cpu_experimental_xnn_fusion_type=dot
       --xla_dump_to=/d
-      >>> apply({"JAX_PLATFORMS": "cuda"}), apply({OPT_OUT: "0"})
-      ((), ())
+      >>> apply({"JAX_PLATFORMS": "cuda"}), apply({OPT_OUT: "0"}), apply({}, jaxlib=(0, 6, 2))
+      ((), (), ())
     """
     env = os.environ if environ is None else environ
     if opted_out(env, OPT_OUT):
@@ -78,7 +116,7 @@ def apply(environ: MutableMapping[str, str] | None = None) -> tuple[str, ...]:
         return ()
     user = env.get("XLA_FLAGS", "").split()
     named = {_flag_name(t) for t in user}
-    added = tuple(f for f in CPU_FLAGS if _flag_name(f) not in named)
+    added = tuple(f for f in supported(jaxlib) if _flag_name(f) not in named)
     if added:
         env["XLA_FLAGS"] = " ".join((*added, *user))
     return added
