@@ -20,9 +20,9 @@ from collections.abc import Mapping
 
 from train.platform import xla_flags
 
-# XLA ends the process on a flag it does not know: jaxlib 0.6.0 is the first to know it.
-XLA_FLAGS: tuple[str, ...] = (
-    ("--xla_cpu_use_fusion_emitters=false",) if xla_flags.jaxlib_version() >= (0, 6) else ()
+# Set only where the installed jaxlib knows it: XLA ends the process on an unknown flag.
+XLA_FLAGS: tuple[str, ...] = xla_flags.supported(
+    since={"--xla_cpu_use_fusion_emitters=false": (0, 6, 0)}
 )
 
 

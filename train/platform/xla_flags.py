@@ -36,15 +36,12 @@ from train.platform._opt_out import opted_out
 
 __all__ = ["CPU_FLAGS", "OPT_OUT", "SINCE", "apply", "in_effect", "jaxlib_version", "supported"]
 
-CPU_FLAGS: tuple[str, ...] = (
-    "--xla_cpu_experimental_ynn_fusion_type=",
-    "--xla_cpu_experimental_xnn_fusion_type=",
-)
-# The first jaxlib whose XLA knows each flag.
+# Each flag with the first jaxlib whose XLA knows it.
 SINCE: dict[str, tuple[int, ...]] = {
     "--xla_cpu_experimental_ynn_fusion_type=": (0, 8, 1),
     "--xla_cpu_experimental_xnn_fusion_type=": (0, 7, 0),
 }
+CPU_FLAGS: tuple[str, ...] = tuple(SINCE)
 OPT_OUT = "POLYAK_OPTAX_XLA_CPU_FLAGS"
 
 
@@ -58,8 +55,11 @@ def jaxlib_version() -> tuple[int, ...]:
     return tuple(int(part) for part in re.findall(r"\d+", text.split("+")[0])[:3])
 
 
-def supported(jaxlib: tuple[int, ...] | None = None) -> tuple[str, ...]:
-    """The :data:`CPU_FLAGS` that jaxlib ``jaxlib`` (default: the installed one) knows.
+def supported(
+    jaxlib: tuple[int, ...] | None = None, since: Mapping[str, tuple[int, ...]] = SINCE
+) -> tuple[str, ...]:
+    """The flags of ``since`` (default :data:`SINCE`, the app's) that jaxlib ``jaxlib``
+    (default: the installed one) knows; ``since`` maps each flag to its first jaxlib.
 
     Example:
       >>> supported((0, 7, 2))
@@ -68,7 +68,7 @@ def supported(jaxlib: tuple[int, ...] | None = None) -> tuple[str, ...]:
       ()
     """
     version = jaxlib_version() if jaxlib is None else tuple(jaxlib)
-    return tuple(flag for flag in CPU_FLAGS if version >= SINCE[flag])
+    return tuple(flag for flag, first in since.items() if version >= first)
 
 
 def _flag_name(token: str) -> str:
