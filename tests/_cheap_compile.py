@@ -16,7 +16,10 @@ devices, the HLO of a data-parallel step) does not call :func:`environ`.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from collections.abc import Mapping
+from pathlib import Path
 
 from train.platform import xla_flags
 
@@ -38,3 +41,19 @@ def environ(base: Mapping[str, str] | None = None, **extra: str) -> dict[str, st
     env.update(extra, JAX_DISABLE_MOST_OPTIMIZATIONS="1")
     env["XLA_FLAGS"] = with_flags(env.get("XLA_FLAGS"))
     return env
+
+
+def run_train(
+    *args: str | os.PathLike, env: Mapping[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """``python -m train ARGS`` from the repository root, in a subprocess that compiles
+    cheaply (or runs under ``env``): its real exit status, stdout and stderr."""
+    return subprocess.run(
+        [sys.executable, "-m", "train", *map(str, args)],
+        cwd=Path(__file__).resolve().parents[1],
+        env=environ() if env is None else dict(env),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )

@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from tests import _cheap_compile
+from tests._cheap_compile import run_train
 from tests.test_scaling import assert_same_numbers
 from train import checkpoints, cli, interrupt, progress
 from train.config import Config
@@ -70,19 +71,6 @@ SYNTHETIC_STEPS_PER_EPOCH = (64 // 16) * 2
 
 def _subprocess_env(**extra: str) -> dict[str, str]:
     return _cheap_compile.environ(**extra)
-
-
-def _run_module(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    """``python -m train ARGS`` from the repository root (real exit status and stderr)."""
-    return subprocess.run(
-        [sys.executable, "-m", "train", *args],
-        cwd=REPO,
-        env=env or _subprocess_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
 
 
 def _assert_one_line_error(
@@ -254,7 +242,7 @@ def test_resume_of_a_finished_run_trains_nothing(synthetic_run, tmp_path, capsys
 )
 @pytest.mark.slow
 def test_bad_flags_fail_with_one_line(args, needle):
-    result = _run_module(*args, "--no-progress")
+    result = run_train(*args, "--no-progress")
     assert result.returncode == 2
     _assert_one_line_error(result, needle)
 
@@ -270,7 +258,7 @@ def test_missing_data_set_fails_with_one_line_listing_the_ways_to_get_it(tmp_pat
         http_proxy=no_network, https_proxy=no_network, HTTP_PROXY=no_network,
         HTTPS_PROXY=no_network, NO_PROXY="", no_proxy="",
     )  # fmt: skip
-    result = _run_module(
+    result = run_train(
         "--dataset", "mnist", "--data-dir", str(empty), "--workdir", str(tmp_path / "run"),
         "--no-progress", env=env,
     )  # fmt: skip
@@ -291,7 +279,7 @@ def test_corrupted_checkpoint_fails_with_one_line(synthetic_run, tmp_path):
     assert data_files, sorted(state_dir.rglob("*"))  # the layout of orbax 0.12
     for path in data_files:
         path.write_bytes(b"this is not a checkpoint\n")
-    result = _run_module("--resume", "--workdir", str(workdir), "--epochs", "2", "--no-progress")
+    result = run_train("--resume", "--workdir", str(workdir), "--epochs", "2", "--no-progress")
     _assert_one_line_error(result, "checkpoint", str(workdir / "checkpoints"))
     assert result.returncode == 3
     assert [r["epoch"] for r in _records(workdir)] == [1]
@@ -387,7 +375,7 @@ def test_stop_after_epoch_asks_first_and_aborts_on_the_second_signal():
 @pytest.mark.slow
 def test_workdir_holding_a_run_needs_resume_or_overwrite(synthetic_run):
     before = (synthetic_run / "metrics.jsonl").read_text()
-    result = _run_module(*SYNTHETIC, "--workdir", str(synthetic_run))
+    result = run_train(*SYNTHETIC, "--workdir", str(synthetic_run))
     _assert_one_line_error(result, "already holds a run", "--resume", "--overwrite")
     assert (synthetic_run / "metrics.jsonl").read_text() == before
 

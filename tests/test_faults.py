@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from tests import _cheap_compile
+from tests._cheap_compile import run_train
 
 pytestmark = pytest.mark.slow  # every test runs `python -m train` in subprocesses
 
@@ -41,14 +42,6 @@ SLOW = [
 
 def _env(**extra: str) -> dict[str, str]:
     return _cheap_compile.environ(**extra)
-
-
-def _train(*args: str | os.PathLike, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "train", *map(str, args)],
-        cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300, check=False,
-        **kwargs,
-    )  # fmt: skip
 
 
 def _start(*args: str | os.PathLike) -> subprocess.Popen:
@@ -101,7 +94,7 @@ def test_sigterm_finishes_and_saves_the_epoch_and_names_the_resume_command(tmp_p
     assert lines[1] == f"{PROG}: SIGTERM: epoch {saved} is saved: continue with {command}"
     assert _checkpoint_epochs(workdir)[-1] == saved
     # The printed command works, and the target epochs of config.json stay 100000.
-    result = _train("--resume", "--workdir", workdir, "--epochs", saved + 1)
+    result = run_train("--resume", "--workdir", workdir, "--epochs", saved + 1)
     assert result.returncode == 0, result.stderr
     assert [r["epoch"] for r in _records(workdir)] == list(range(1, saved + 2))
     assert json.loads((workdir / "config.json").read_text())["epochs"] == 100000
@@ -137,7 +130,7 @@ DIVERGING = [*TINY[:-4], "--optimizer", "sgd", "--schedule", "onecycle", "--lear
 
 def test_a_diverging_run_stops_with_one_line_and_keeps_the_last_finite_checkpoint(tmp_path):
     workdir = tmp_path / "run"
-    result = _train(*DIVERGING, "--epochs", 5, "--keep-checkpoints", 1, "--workdir", workdir)
+    result = run_train(*DIVERGING, "--epochs", 5, "--keep-checkpoints", 1, "--workdir", workdir)
     assert result.returncode == 4, result.stdout + result.stderr
     line = _one_line(result.stderr)
     assert line.startswith(f"{PROG}: error: the training loss is not finite in epoch "), line
@@ -149,7 +142,7 @@ def test_a_diverging_run_stops_with_one_line_and_keeps_the_last_finite_checkpoin
     diverged_in = records[-1]["epoch"] + 1
     # --on-nan skip (which --resume may change) skips the steps whose update is not finite:
     # from the same checkpoint, the same batches now train through the epoch that diverged.
-    result = _train("--resume", "--workdir", workdir, "--on-nan", "skip")
+    result = run_train("--resume", "--workdir", workdir, "--on-nan", "skip")
     assert result.returncode == 0, result.stderr
     records = _records(workdir)
     assert [r["epoch"] for r in records] == list(range(1, 6))
@@ -168,7 +161,7 @@ def _truncate_data_files(checkpoint: Path) -> None:
 @pytest.fixture(scope="module")
 def two_epochs(tmp_path_factory) -> Path:
     workdir = tmp_path_factory.mktemp("faults") / "run"
-    result = _train(*TINY, "--epochs", 2, "--workdir", workdir)
+    result = run_train(*TINY, "--epochs", 2, "--workdir", workdir)
     assert result.returncode == 0, result.stderr
     return workdir
 
@@ -187,7 +180,7 @@ def test_resume_falls_back_to_the_newest_checkpoint_that_restores(two_epochs, tm
     else:
         for path in latest.rglob("_METADATA"):
             path.write_bytes(b"\x00garbage{")
-    result = _train("--resume", "--workdir", workdir, "--epochs", 3)
+    result = run_train("--resume", "--workdir", workdir, "--epochs", 3)
     assert result.returncode == 0, result.stderr
     assert "skipped checkpoint 2:" in result.stdout, result.stdout
     assert "resuming" in result.stdout and "after epoch 1" in result.stdout
@@ -213,7 +206,7 @@ def test_a_run_whose_only_save_was_interrupted_starts_again_without_overwrite(tm
         shutil.rmtree(checkpoints_dir)
         (checkpoints_dir / "1.orbax-checkpoint-tmp-1234").mkdir(parents=True)
     for args in (["--resume"], []):
-        result = _train(*TINY, "--epochs", 1, "--workdir", workdir, *args)
+        result = run_train(*TINY, "--epochs", 1, "--workdir", workdir, *args)
         assert result.returncode == 0, result.stderr
         assert not [p for p in checkpoints_dir.iterdir() if "tmp" in p.name]
         assert _checkpoint_epochs(workdir) == [1]
@@ -229,7 +222,7 @@ def test_a_second_run_into_a_busy_workdir_exits_at_once(tmp_path):
         _wait_until(first, (workdir / "config.json").exists)
         for args in ([*TINY, "--epochs", 1], ["--resume"]):
             started = time.monotonic()
-            second = _train(*args, "--workdir", workdir)
+            second = run_train(*args, "--workdir", workdir)
             assert time.monotonic() - started < 60
             assert second.returncode == 1
             line = _one_line(second.stderr)
@@ -268,7 +261,7 @@ def test_a_full_disk_gives_one_line_and_keeps_the_older_checkpoints(two_epochs, 
         room = 8 * 4096 + checkpoint_usage // 3
         free = shutil.disk_usage(disk).free
         (disk / "filler").write_bytes(b"\0" * max(0, free - room))
-        result = _train("--resume", "--workdir", workdir, "--epochs", 3)
+        result = run_train("--resume", "--workdir", workdir, "--epochs", 3)
         assert result.returncode in (1, 3), result.stdout + result.stderr
         line = _one_line(result.stderr)
         assert "cannot save checkpoint 3" in line and "no space left" in line, line
@@ -276,7 +269,7 @@ def test_a_full_disk_gives_one_line_and_keeps_the_older_checkpoints(two_epochs, 
         assert _checkpoint_epochs(workdir) == [1, 2]
         assert not [p for p in (workdir / "checkpoints").iterdir() if "tmp" in p.name]
         (disk / "filler").unlink()  # space again: the intact checkpoint 2 resumes
-        result = _train("--resume", "--workdir", workdir, "--epochs", 3)
+        result = run_train("--resume", "--workdir", workdir, "--epochs", 3)
         assert result.returncode == 0, result.stderr
         assert [r["epoch"] for r in _records(workdir)] == [1, 2, 3]
     finally:
@@ -287,7 +280,7 @@ def test_terminal_and_piped_runs_give_identical_numbers(tmp_path):
     """On a terminal the live line is drawn; the computation, and so the numbers, is the
     same; piped, only one line per epoch is printed."""
     piped = tmp_path / "piped"
-    result = _train(*TINY, "--epochs", 2, "--workdir", piped)
+    result = run_train(*TINY, "--epochs", 2, "--workdir", piped)
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
     assert sum(line.startswith("epoch ") for line in result.stdout.splitlines()) == 2

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import chex
@@ -16,7 +14,7 @@ import pytest
 
 import models
 from models.gpt import GPT
-from tests import _cheap_compile
+from tests._cheap_compile import run_train
 from train import loop, text
 from train.config import Config
 from train.data import load_dataset
@@ -186,18 +184,9 @@ def test_one_epoch_on_text_reports_bits_per_byte(corpus_dir: Path):
 @pytest.mark.slow  # a subprocess
 def test_cli_trains_the_gpt_on_a_corpus_directory(corpus_dir: Path, tmp_path: Path):
     workdir = tmp_path / "run"
-    env = _cheap_compile.environ()
     args = ["--model", "gpt_small", "--dataset", "python_stdlib", "--data-dir", str(corpus_dir)]
     args += ["--epochs", "1", "--train-subset", "16", "--batch-size", "8", "--no-progress"]
-    result = subprocess.run(
-        [sys.executable, "-m", "train", *args, "--workdir", str(workdir)],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    result = run_train(*args, "--workdir", workdir)
     assert result.returncode == 0, result.stderr[-2000:]
     (record,) = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
     assert record["step"] == 2 and math.isfinite(record["test_bits_per_byte"])
